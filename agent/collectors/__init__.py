@@ -1,0 +1,1 @@
+"""Collectors: parts that read the system on an interval and publish snapshots."""

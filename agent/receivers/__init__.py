@@ -1,0 +1,1 @@
+"""OTLP receivers: what the engine's shim sends spans and metrics to."""

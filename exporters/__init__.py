@@ -1,0 +1,1 @@
+"""What leaves the sidecar: Prometheus exposition, span metrics, OTLP forwarding."""
