@@ -130,7 +130,9 @@ class Sidecar:
                     "name": runner.source.name,
                     "interval_seconds": runner.source.interval,
                     "last_duration_seconds": runner.last_duration,
-                    "last_success_age_seconds": None if snap is None else round(now - snap.monotonic, 3),
+                    "last_success_age_seconds": None
+                    if snap is None
+                    else round(now - snap.monotonic, 3),
                     "errors": runner.errors,
                 }
             )
@@ -140,7 +142,8 @@ class Sidecar:
             "uptime_seconds": round(self.uptime, 3),
             "ready": self.health.ready,
             "readiness": [
-                {"name": c.name, "ready": c.ready, "reason": c.reason} for c in self.health.conditions
+                {"name": c.name, "ready": c.ready, "reason": c.reason}
+                for c in self.health.conditions
             ],
             "collectors": collectors,
             "engine_processes": engine,

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from agent.config import Config, ConfigError, load_config
 from agent.errors import StartupError
-from agent.logs import LoggingConfig, setup_logging
+from agent.logs import setup_logging
 from agent.version import __version__
 
 __all__ = ["main"]

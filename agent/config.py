@@ -99,7 +99,7 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict
 
 _UniqueKeyLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,  # type: ignore[arg-type]
+    _construct_mapping,
 )
 
 
@@ -113,7 +113,7 @@ def read_yaml(path: str) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)
@@ -146,7 +146,9 @@ def env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tupl
             try:
                 value = json.loads(raw)
             except json.JSONDecodeError as exc:
-                raise ConfigError([f"{var}: not valid JSON: {exc.msg} at column {exc.colno}"]) from None
+                raise ConfigError(
+                    [f"{var}: not valid JSON: {exc.msg} at column {exc.colno}"]
+                ) from None
         node = tree
         for key in path[:-1]:
             child = node.setdefault(key, {})

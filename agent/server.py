@@ -77,7 +77,11 @@ class AdminServer:
         self.port = int(runner.addresses[0][1]) if runner.addresses else self._config.port
         log.info(
             "admin server listening",
-            extra={"address": self._config.bind, "port": self.port, "endpoints": "/metrics /healthz /readyz /"},
+            extra={
+                "address": self._config.bind,
+                "port": self.port,
+                "endpoints": "/metrics /healthz /readyz /",
+            },
         )
 
     async def stop(self) -> None:
@@ -121,9 +125,9 @@ class AdminServer:
 
     async def _index(self, request: web.Request) -> web.Response:
         status = self._status()
-        wants_json = request.query.get("format") == "json" or "application/json" in request.headers.get(
-            "Accept", ""
-        )
+        wants_json = request.query.get(
+            "format"
+        ) == "json" or "application/json" in request.headers.get("Accept", "")
         if wants_json:
             return web.json_response(status, dumps=lambda o: json.dumps(o, indent=2))
         return web.Response(text=format_status(status), content_type="text/plain")

@@ -29,7 +29,7 @@ def new_registry() -> CollectorRegistry:
     """A registry with prometheus_client's own process_*, python_gc_* and
     python_info: the sidecar's resource use, next to everything it collects."""
     # *_created series double the counters in the text format and no query uses them.
-    disable_created_metrics()
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = CollectorRegistry(auto_describe=False)
     for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
         registry.register(collector)

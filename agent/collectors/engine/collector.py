@@ -135,10 +135,16 @@ class EngineProcessCollector:
                 w.restarts += 1
                 log.info(
                     "engine process restarted",
-                    extra={"engine_process": w.config.name, "pid": proc.pid, "old_pid": w.identity[0]},
+                    extra={
+                        "engine_process": w.config.name,
+                        "pid": proc.pid,
+                        "old_pid": w.identity[0],
+                    },
                 )
             else:
-                log.info("engine process found", extra={"engine_process": w.config.name, "pid": proc.pid})
+                log.info(
+                    "engine process found", extra={"engine_process": w.config.name, "pid": proc.pid}
+                )
             w.identity = identity
 
     def _read(self, w: _Watched, f: _Families, errors: list[str]) -> bool:
@@ -200,7 +206,9 @@ class EngineProcessCollector:
     def readiness(self) -> Mapping[str, str | None]:
         return {
             f"engine:{w.config.name}": (
-                None if w.up else f"engine process {w.config.name!r} ({w.config.describe_match()}) not running"
+                None
+                if w.up
+                else f"engine process {w.config.name!r} ({w.config.describe_match()}) not running"
             )
             for w in self._watched
             if w.config.required
@@ -230,7 +238,9 @@ class _Families:
         def gauge(stem: str, doc: str) -> GaugeMetricFamily:
             return GaugeMetricFamily(f"engine_process_{stem}", doc, labels=["process"])
 
-        def counter(stem: str, doc: str, labels: tuple[str, ...] = ("process",)) -> CounterMetricFamily:
+        def counter(
+            stem: str, doc: str, labels: tuple[str, ...] = ("process",)
+        ) -> CounterMetricFamily:
             return CounterMetricFamily(f"engine_process_{stem}", doc, labels=list(labels))
 
         self.up = gauge("up", "1 if the watched engine process is running, else 0.")
@@ -241,15 +251,15 @@ class _Families:
         self.vms = gauge("virtual_memory_bytes", "Virtual memory size of the engine process.")
         self.swap = gauge("swap_bytes", "Swapped-out memory of the engine process.")
         self.open_fds = gauge("open_fds", "Open file descriptors of the engine process.")
-        self.max_fds = gauge("max_fds", "Soft limit on open file descriptors of the engine process.")
+        self.max_fds = gauge(
+            "max_fds", "Soft limit on open file descriptors of the engine process."
+        )
         self.threads = gauge("threads", "Threads in the engine process.")
         self.start_time = gauge(
             "start_time_seconds", "Start time of the engine process since the epoch, in seconds."
         )
         self.read_bytes = counter("read_bytes", "Bytes the engine process read from storage.")
-        self.written_bytes = counter(
-            "written_bytes", "Bytes the engine process wrote to storage."
-        )
+        self.written_bytes = counter("written_bytes", "Bytes the engine process wrote to storage.")
         self.restarts = counter(
             "restarts", "Times the watched process was found again with a new PID or start time."
         )
@@ -266,9 +276,20 @@ class _Families:
 
     def all(self) -> list[Metric]:
         families: list[Metric] = [
-            self.up, self.cpu, self.rss, self.vms, self.swap, self.open_fds, self.max_fds,
-            self.threads, self.start_time, self.read_bytes, self.written_bytes, self.restarts,
-            self.mem_limit, self.cpu_limit,
+            self.up,
+            self.cpu,
+            self.rss,
+            self.vms,
+            self.swap,
+            self.open_fds,
+            self.max_fds,
+            self.threads,
+            self.start_time,
+            self.read_bytes,
+            self.written_bytes,
+            self.restarts,
+            self.mem_limit,
+            self.cpu_limit,
         ]
         # A family with no samples would still print its HELP and TYPE; leave it out.
         return [fam for fam in families if fam.samples]

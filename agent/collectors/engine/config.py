@@ -45,9 +45,7 @@ class EngineProcessConfig(StrictModel):
     @model_validator(mode="after")
     def _exactly_one_matcher(self) -> Self:
         given = [
-            key
-            for key in ("process_name", "cmdline", "pid_file")
-            if getattr(self, key) is not None
+            key for key in ("process_name", "cmdline", "pid_file") if getattr(self, key) is not None
         ]
         if len(given) != 1:
             raise ValueError(

@@ -24,6 +24,6 @@ def read_max_fds(pid: int, procfs: str = "/proc") -> float | None:
     with open(f"{procfs}/{pid}/limits", encoding="ascii", errors="replace") as f:
         for line in f:
             if line.startswith("Max open files"):
-                soft = line[len("Max open files"):].split()[0]
+                soft = line[len("Max open files") :].split()[0]
                 return float("inf") if soft == "unlimited" else float(soft)
     return None

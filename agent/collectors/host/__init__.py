@@ -66,7 +66,8 @@ class HostCollector:
         errors: list[str] = []
         for part in self._parts:
             try:
-                families.extend(part.collect())
+                # An empty family would still print HELP and TYPE lines; leave it out.
+                families.extend(f for f in part.collect() if f.samples)
             except Exception as exc:
                 errors.append(f"host/{part.name}: {type(exc).__name__}: {exc}")
         return CollectResult(families, errors)

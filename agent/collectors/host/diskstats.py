@@ -21,12 +21,23 @@ class DiskstatsCollector:
         def counter(name: str, doc: str) -> CounterMetricFamily:
             return CounterMetricFamily(name, doc, labels=["device"])
 
-        reads = counter("node_disk_reads_completed", "The total number of reads completed successfully.")
-        writes = counter("node_disk_writes_completed", "The total number of writes completed successfully.")
+        reads = counter(
+            "node_disk_reads_completed", "The total number of reads completed successfully."
+        )
+        writes = counter(
+            "node_disk_writes_completed", "The total number of writes completed successfully."
+        )
         read_bytes = counter("node_disk_read_bytes", "The total number of bytes read successfully.")
-        written = counter("node_disk_written_bytes", "The total number of bytes written successfully.")
-        read_time = counter("node_disk_read_time_seconds", "The total number of seconds spent by all reads.")
-        write_time = counter("node_disk_write_time_seconds", "This is the total number of seconds spent by all writes.")
+        written = counter(
+            "node_disk_written_bytes", "The total number of bytes written successfully."
+        )
+        read_time = counter(
+            "node_disk_read_time_seconds", "The total number of seconds spent by all reads."
+        )
+        write_time = counter(
+            "node_disk_write_time_seconds",
+            "This is the total number of seconds spent by all writes.",
+        )
         io_time = counter("node_disk_io_time_seconds", "Total seconds spent doing I/Os.")
         # nowrap: psutil adds back what a 32-bit kernel counter lost on wrap-around,
         # so the series stays monotonic for rate().

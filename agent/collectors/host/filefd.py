@@ -20,11 +20,13 @@ class FilefdCollector:
         # "allocated  free(always 0 since 2.6)  maximum"
         return [
             GaugeMetricFamily(
-                "node_filefd_allocated", "File descriptor statistics: allocated.",
+                "node_filefd_allocated",
+                "File descriptor statistics: allocated.",
                 value=float(fields[0]),
             ),
             GaugeMetricFamily(
-                "node_filefd_maximum", "File descriptor statistics: maximum.",
+                "node_filefd_maximum",
+                "File descriptor statistics: maximum.",
                 value=float(fields[2]),
             ),
         ]

@@ -66,7 +66,8 @@ class FilesystemCollector:
         files_free = gauge("files_free", "Filesystem total free file nodes.")
         readonly = gauge("readonly", "Filesystem read-only status.")
         device_error = gauge(
-            "device_error", "Whether an error occurred while getting statistics for the given device."
+            "device_error",
+            "Whether an error occurred while getting statistics for the given device.",
         )
         for device, fstype, mountpoint, ro in self.mounts():
             labels = [device, fstype, mountpoint]

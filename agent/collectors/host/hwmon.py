@@ -22,15 +22,18 @@ class HwmonCollector:
         if read is None:  # platforms psutil has no sensors for
             return []
         temp = GaugeMetricFamily(
-            "node_hwmon_temp_celsius", "Hardware monitor for temperature (input)",
+            "node_hwmon_temp_celsius",
+            "Hardware monitor for temperature (input)",
             labels=["chip", "sensor"],
         )
         crit = GaugeMetricFamily(
-            "node_hwmon_temp_crit_celsius", "Hardware monitor for temperature (crit)",
+            "node_hwmon_temp_crit_celsius",
+            "Hardware monitor for temperature (crit)",
             labels=["chip", "sensor"],
         )
         high = GaugeMetricFamily(
-            "node_hwmon_temp_max_celsius", "Hardware monitor for temperature (max)",
+            "node_hwmon_temp_max_celsius",
+            "Hardware monitor for temperature (max)",
             labels=["chip", "sensor"],
         )
         seen: set[tuple[str, str]] = set()

@@ -23,11 +23,25 @@ _PARENS = re.compile(r"\((.*)\)")
 # remaining ~40 fields of /proc/meminfo are exported with host.meminfo_all_fields.
 DEFAULT_FIELDS = frozenset(
     {
-        "MemTotal_bytes", "MemAvailable_bytes", "MemFree_bytes", "Buffers_bytes",
-        "Cached_bytes", "SwapTotal_bytes", "SwapFree_bytes", "SwapCached_bytes",
-        "Active_bytes", "Inactive_bytes", "Dirty_bytes", "Writeback_bytes", "Shmem_bytes",
-        "Slab_bytes", "SReclaimable_bytes", "AnonPages_bytes", "Mapped_bytes",
-        "Committed_AS_bytes", "CommitLimit_bytes",
+        "MemTotal_bytes",
+        "MemAvailable_bytes",
+        "MemFree_bytes",
+        "Buffers_bytes",
+        "Cached_bytes",
+        "SwapTotal_bytes",
+        "SwapFree_bytes",
+        "SwapCached_bytes",
+        "Active_bytes",
+        "Inactive_bytes",
+        "Dirty_bytes",
+        "Writeback_bytes",
+        "Shmem_bytes",
+        "Slab_bytes",
+        "SReclaimable_bytes",
+        "AnonPages_bytes",
+        "Mapped_bytes",
+        "Committed_AS_bytes",
+        "CommitLimit_bytes",
     }
 )
 

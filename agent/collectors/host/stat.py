@@ -23,7 +23,8 @@ class StatCollector:
                 "node_boot_time_seconds", "Node boot time, in unixtime.", value=self._boot_time
             ),
             CounterMetricFamily(
-                "node_context_switches", "Total number of context switches.",
+                "node_context_switches",
+                "Total number of context switches.",
                 value=stats.ctx_switches,
             ),
             CounterMetricFamily(

@@ -1,0 +1,51 @@
+# tickscope: `make demo` and `make test` work on a fresh Debian machine with only
+# python3: they create .venv, install what they need, and run.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help demo test lint typecheck pytest system-deps venv bench clean
+
+help:
+	@echo "make demo    start the sidecar (and, with the shim, the demo engine) and print where to look"
+	@echo "make test    install what the tests need (Debian packages too) and run lint, types and tests"
+	@echo "make bench   run the benchmarks in bench/ and print their figures"
+
+$(BIN)/python:
+	@scripts/make-venv.sh "$(PYTHON)" "$(VENV)"
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)
+
+system-deps:
+	@scripts/install-system-deps.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# pytest exits 5 when it collected no tests: that must fail, never pass quietly.
+pytest: $(STAMP) system-deps
+	@rc=0; $(BIN)/python -m pytest $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$rc
+
+test: lint typecheck pytest
+
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py
+
+bench: $(STAMP) system-deps
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,73 @@
+"""The metric contract of ../shared/DESIGN.md (and docs/metrics.md), as data.
+
+Family names are as prometheus_client's parser reports them: counters without
+their _total suffix.
+"""
+
+from __future__ import annotations
+
+HOST_GAUGES = [
+    "node_load1",
+    "node_load5",
+    "node_load15",
+    *(
+        f"node_memory_{f}_bytes"
+        for f in (
+            "MemTotal",
+            "MemAvailable",
+            "MemFree",
+            "Buffers",
+            "Cached",
+            "SwapTotal",
+            "SwapFree",
+        )
+    ),
+    "node_filesystem_size_bytes",
+    "node_filesystem_avail_bytes",
+    "node_filesystem_free_bytes",
+    "node_filefd_allocated",
+    "node_filefd_maximum",
+    "node_boot_time_seconds",
+]
+HOST_COUNTERS = [
+    "node_cpu_seconds",
+    "node_disk_read_bytes",
+    "node_disk_written_bytes",
+    "node_disk_io_time_seconds",
+    *(
+        f"node_network_{d}_{what}"
+        for d in ("receive", "transmit")
+        for what in ("bytes", "errs", "drop")
+    ),
+    "node_context_switches",
+]
+HOST_SENSORS = ["node_hwmon_temp_celsius"]  # only where the machine has sensors
+
+ENGINE_GAUGES = [
+    "engine_process_up",
+    "engine_process_resident_memory_bytes",
+    "engine_process_virtual_memory_bytes",
+    "engine_process_swap_bytes",
+    "engine_process_open_fds",
+    "engine_process_max_fds",
+    "engine_process_threads",
+    "engine_process_start_time_seconds",
+    "engine_container_memory_limit_bytes",
+    "engine_container_cpu_limit_cores",
+]
+ENGINE_COUNTERS = [
+    "engine_process_cpu_seconds",
+    "engine_process_read_bytes",
+    "engine_process_written_bytes",
+    "engine_process_restarts",
+]
+
+SELF_GAUGES = ["tickscope_build_info", "tickscope_collect_duration_seconds"]
+SELF_COUNTERS = ["tickscope_collect_errors"]
+
+# The only lint promtool reports on tickscope's exposition: node_exporter's own
+# meminfo names are CamelCase (node_memory_MemTotal_bytes), and the contract keeps
+# them so that node_exporter dashboards and rules work unchanged.
+PROMTOOL_ALLOWED = (
+    r"^node_memory_\w+ metric names should be written in 'snake_case' not 'camelCase'$"
+)
