@@ -1,4 +1,4 @@
-"""`tickscope run | check-config | version`.
+"""`tickscope run | check-config | config-reference | version`.
 
 Exit codes: 0 success, 1 an unexpected failure, 2 a configuration or startup
 problem (the message says what to change).
@@ -55,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
         "--print", action="store_true", help="print the effective config as YAML when valid"
     )
 
+    sub.add_parser("config-reference", help="print the configuration reference (Markdown)")
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -119,4 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     if args.command == "check-config":
         return _check_config(args)
+    if args.command == "config-reference":
+        from agent.configdoc import reference
+
+        print(reference(), end="")
+        return EXIT_OK
     return _run(args)

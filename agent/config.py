@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import yaml
-from pydantic import BaseModel, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from agent.collectors.engine.config import EngineConfig
 from agent.collectors.host.config import HostConfig
@@ -38,9 +38,12 @@ ENV_NESTING = "__"
 
 
 class LimitsConfig(StrictModel):
-    # A collection still running after this long is abandoned and counted as an
-    # error; the previous snapshot is served until it is too old.
-    collect_timeout: Duration = 10.0
+    collect_timeout: Duration = Field(
+        10.0,
+        description="A collection still running after this long is abandoned and counted "
+        "in tickscope_collect_errors_total; the last snapshot is served until it is older "
+        "than three intervals plus this timeout.",
+    )
 
 
 class Config(StrictModel):

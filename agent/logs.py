@@ -12,6 +12,8 @@ import sys
 import time
 from typing import Any, Literal
 
+from pydantic import Field
+
 from agent.configtypes import StrictModel
 
 __all__ = ["LoggingConfig", "setup_logging"]
@@ -25,8 +27,10 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 
 
 class LoggingConfig(StrictModel):
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["json", "text"] = "json"
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    format: Literal["json", "text"] = Field(
+        "json", description="One JSON object per line, or plain text for people."
+    )
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
+from pydantic import Field
 
 from agent.configtypes import Duration, ListenHost, Port, StrictModel
 from agent.errors import ListenError
@@ -21,13 +22,16 @@ log = logging.getLogger("tickscope.server")
 
 
 class ServerConfig(StrictModel):
-    bind: ListenHost = "0.0.0.0"
-    port: Port = 9464
-    # Time allowed for in-flight requests and flushing at shutdown; keep it under
-    # the pod's terminationGracePeriodSeconds (30 s by default).
-    shutdown_timeout: Duration = 10.0
-    # /healthz fails when the event loop has been blocked for longer than this.
-    liveness_max_loop_lag: Duration = 5.0
+    bind: ListenHost = Field("0.0.0.0", description="Address the admin server listens on.")
+    port: Port = Field(9464, description="Admin port: /metrics, /healthz, /readyz, /.")
+    shutdown_timeout: Duration = Field(
+        10.0,
+        description="Time allowed for in-flight requests and flushing after SIGTERM; keep it "
+        "under the pod's terminationGracePeriodSeconds (30s by default).",
+    )
+    liveness_max_loop_lag: Duration = Field(
+        5.0, description="/healthz fails once the event loop has been blocked this long."
+    )
 
 
 StatusFn = Callable[[], dict[str, Any]]

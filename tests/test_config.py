@@ -60,7 +60,7 @@ receiver:
   http: {port: 14318, max_body_bytes: 1MiB}
 host:
   interval: 500ms
-  network: {devices: {include: "^eth", exclude: null}}
+  network: {devices: {include: "^(eth|lo)"}}
 engine:
   interval: 1m
   processes:

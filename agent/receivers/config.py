@@ -6,7 +6,7 @@ network namespace, so nothing outside the pod needs to (or should) reach them.
 
 from __future__ import annotations
 
-from pydantic import ByteSize
+from pydantic import ByteSize, Field
 
 from agent.configtypes import Bytes, ListenHost, Port, StrictModel
 
@@ -17,18 +17,23 @@ _64_MIB = ByteSize(64 * 1024 * 1024)
 
 
 class OTLPHTTPConfig(StrictModel):
-    enabled: bool = True
-    bind: ListenHost = "127.0.0.1"
-    port: Port = 4318
-    # Applied to the decompressed body, while decompressing (a gzip bomb stops there).
-    max_body_bytes: Bytes = _64_MIB
+    enabled: bool = Field(True, description="Serve OTLP/HTTP.")
+    bind: ListenHost = Field("127.0.0.1", description="Address the OTLP/HTTP receiver listens on.")
+    port: Port = Field(4318, description="OTLP/HTTP port.")
+    max_body_bytes: Bytes = Field(
+        _64_MIB,
+        description="Largest request body, after decompression; checked while decompressing, "
+        "so a gzip bomb stops there. Larger requests get 413.",
+    )
 
 
 class OTLPGRPCConfig(StrictModel):
-    enabled: bool = True
-    bind: ListenHost = "127.0.0.1"
-    port: Port = 4317
-    max_message_bytes: Bytes = _64_MIB
+    enabled: bool = Field(True, description="Serve OTLP/gRPC.")
+    bind: ListenHost = Field("127.0.0.1", description="Address the OTLP/gRPC receiver listens on.")
+    port: Port = Field(4317, description="OTLP/gRPC port.")
+    max_message_bytes: Bytes = Field(
+        _64_MIB, description="Largest gRPC message, after decompression."
+    )
 
 
 class ReceiverConfig(StrictModel):

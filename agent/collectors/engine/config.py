@@ -17,23 +17,44 @@ EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 class EngineProcessConfig(StrictModel):
     """One watched process. Exactly one of process_name, cmdline, pid_file finds it."""
 
-    # The `process` label on every engine_process_* series.
-    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")
-    # Matches the process's name (what ps -o comm shows, not truncated) exactly.
-    process_name: str | None = Field(default=None, min_length=1)
-    # Searched for in the command line, its arguments joined by single spaces.
-    cmdline: Regex | None = None
-    # A file holding the process's PID; a missing file means "not running".
-    pid_file: str | None = Field(default=None, min_length=1)
-    # A required process that is not running makes /readyz answer 503.
-    required: bool = True
-    # Env vars filled by the Kubernetes downward API (resourceFieldRef of the
-    # engine container's limits.memory and limits.cpu); unset means no limit known.
-    memory_limit_env: EnvName = "ENGINE_MEMORY_LIMIT"
-    cpu_limit_env: EnvName = "ENGINE_CPU_LIMIT"
-    # The resourceFieldRef divisor used for the CPU env var: with divisor "1m" the
-    # downward API writes millicores, and "1m" here turns them back into cores.
-    cpu_limit_divisor: str = "1"
+    name: str = Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9_.:\-]+$",
+        description="The `process` label on this process's engine_process_* series.",
+    )
+    process_name: str | None = Field(
+        None,
+        min_length=1,
+        description="Match the process name (as `ps -o comm`, not truncated) exactly.",
+    )
+    cmdline: Regex | None = Field(
+        None, description="Match a regex searched in the command line, arguments joined by spaces."
+    )
+    pid_file: str | None = Field(
+        None,
+        min_length=1,
+        description="Read the PID from this file, re-read every interval; a missing file "
+        "means not running.",
+    )
+    required: bool = Field(
+        True, description="When true, /readyz answers 503 while the process is not running."
+    )
+    memory_limit_env: EnvName = Field(
+        "ENGINE_MEMORY_LIMIT",
+        description="Env var holding the engine container's memory limit (downward API "
+        "resourceFieldRef limits.memory); unset means unknown.",
+    )
+    cpu_limit_env: EnvName = Field(
+        "ENGINE_CPU_LIMIT",
+        description="Env var holding the engine container's CPU limit (resourceFieldRef "
+        "limits.cpu).",
+    )
+    cpu_limit_divisor: str = Field(
+        "1",
+        description="The divisor the resourceFieldRef of the CPU env var uses: with divisor "
+        "1m the downward API writes millicores, and 1m here turns them back into cores.",
+    )
 
     @field_validator("cpu_limit_divisor")
     @classmethod
@@ -63,8 +84,16 @@ class EngineProcessConfig(StrictModel):
 
 
 class EngineConfig(StrictModel):
-    interval: Duration = 2.0
-    processes: list[EngineProcessConfig] = Field(default_factory=list, max_length=64)
+    interval: Duration = Field(
+        2.0,
+        description="Collection interval; a restarted process is found again within one.",
+    )
+    processes: list[EngineProcessConfig] = Field(
+        default_factory=list,
+        max_length=64,
+        description="The processes to watch; exactly one of process_name, cmdline and "
+        "pid_file finds each.",
+    )
 
     @field_validator("processes")
     @classmethod

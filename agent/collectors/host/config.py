@@ -9,6 +9,9 @@ trading engine's health and only add series.
 from __future__ import annotations
 
 import re
+from typing import Any
+
+from pydantic import Field
 
 from agent.configtypes import Duration, Regex, StrictModel
 
@@ -29,10 +32,14 @@ DEFAULT_NETWORK_DEVICE_EXCLUDE = r"^(lo|veth.*)$"
 
 
 class DeviceFilter(StrictModel):
-    """A name is kept when it matches `include` (if set) and does not match `exclude`."""
+    """A name is kept when it matches `include` (if set) and does not match `exclude`.
 
-    include: Regex | None = None
-    exclude: Regex | None = None
+    Each filter below is its own class with its own default `exclude`, so that
+    setting only `include` keeps the default exclusions instead of dropping them.
+    """
+
+    include: Regex | None = Field(None, description="Keep only names matching this regex.")
+    exclude: Regex | None = Field(None, description="Drop names matching this regex.")
 
     def keeps(self, name: str) -> bool:
         if self.include is not None and not self.include.search(name):
@@ -40,33 +47,62 @@ class DeviceFilter(StrictModel):
         return not (self.exclude is not None and self.exclude.search(name))
 
 
+def _exclude(pattern: str, description: str) -> Any:
+    return Field(
+        re.compile(pattern), description=f"Drop names matching this regex ({description})."
+    )
+
+
+class MountPointFilter(DeviceFilter):
+    exclude: Regex | None = _exclude(DEFAULT_MOUNT_POINTS_EXCLUDE, "node_exporter's default")
+
+
+class FsTypeFilter(DeviceFilter):
+    exclude: Regex | None = _exclude(DEFAULT_FS_TYPES_EXCLUDE, "node_exporter's default and tmpfs")
+
+
+class DiskDeviceFilter(DeviceFilter):
+    exclude: Regex | None = _exclude(DEFAULT_DISK_DEVICE_EXCLUDE, "partitions and pseudo disks")
+
+
+class NetDeviceFilter(DeviceFilter):
+    exclude: Regex | None = _exclude(DEFAULT_NETWORK_DEVICE_EXCLUDE, "loopback and pod veths")
+
+
 class FilesystemConfig(StrictModel):
-    enabled: bool = True
-    # How long one statvfs may take before its mount counts as stuck (a hung NFS
-    # server): node_exporter's --collector.filesystem.mount-timeout.
-    mount_timeout: Duration = 2.0
-    mount_points: DeviceFilter = DeviceFilter(exclude=re.compile(DEFAULT_MOUNT_POINTS_EXCLUDE))
-    fs_types: DeviceFilter = DeviceFilter(exclude=re.compile(DEFAULT_FS_TYPES_EXCLUDE))
+    enabled: bool = Field(True, description="Export node_filesystem_*.")
+    mount_timeout: Duration = Field(
+        2.0,
+        description="How long one statvfs may take before its mount counts as stuck (a hung "
+        "NFS server) and is skipped until it answers; node_exporter's mount-timeout.",
+    )
+    mount_points: MountPointFilter = MountPointFilter()
+    fs_types: FsTypeFilter = FsTypeFilter()
 
 
 class DiskConfig(StrictModel):
-    enabled: bool = True
-    devices: DeviceFilter = DeviceFilter(exclude=re.compile(DEFAULT_DISK_DEVICE_EXCLUDE))
+    enabled: bool = Field(True, description="Export node_disk_* (whole disks, as node_exporter).")
+    devices: DiskDeviceFilter = DiskDeviceFilter()
 
 
 class NetworkConfig(StrictModel):
-    enabled: bool = True
-    devices: DeviceFilter = DeviceFilter(exclude=re.compile(DEFAULT_NETWORK_DEVICE_EXCLUDE))
+    enabled: bool = Field(True, description="Export node_network_*.")
+    devices: NetDeviceFilter = NetDeviceFilter()
 
 
 class HostConfig(StrictModel):
-    enabled: bool = True
-    # Collection runs on this interval in a worker thread and scrapes read the last
-    # snapshot (see docs/architecture.md, "Why collect on an interval").
-    interval: Duration = 2.0
+    enabled: bool = Field(True, description="Run the host collector.")
+    interval: Duration = Field(
+        2.0,
+        description="Collection interval. Collection runs in a worker thread and scrapes are "
+        "served the last snapshot (docs/architecture.md explains why).",
+    )
     filesystem: FilesystemConfig = FilesystemConfig()
     disk: DiskConfig = DiskConfig()
     network: NetworkConfig = NetworkConfig()
-    hwmon: bool = True
-    # Export every /proc/meminfo field as node_exporter does, not just the common ones.
-    meminfo_all_fields: bool = False
+    hwmon: bool = Field(True, description="Export node_hwmon_temp_celsius where sensors exist.")
+    meminfo_all_fields: bool = Field(
+        False,
+        description="Export every /proc/meminfo field, as node_exporter does, instead of the "
+        "contract's and the commonly charted ones.",
+    )
