@@ -18,10 +18,20 @@ from agent.collectors.runner import CollectorRunner
 from agent.config import Config
 from agent.errors import StartupError
 from agent.health import Health, LoopMonitor
+from agent.pipeline import Pipeline, TraceBatch
+from agent.receivers.intake import Intake
+from agent.receivers.metrics import ReceiverMetrics
+from agent.receivers.otlp_grpc import OTLPGRPCReceiver
+from agent.receivers.otlp_http import OTLPHTTPReceiver
 from agent.selfmetrics import SelfMetrics
 from agent.server import AdminServer
 from agent.version import __version__
+from exporters.exposition import RenderedFamilies
+from exporters.forward import Forwarder
 from exporters.prometheus import new_registry
+from exporters.spanmetrics import SpanMetrics
+from exporters.spanstream import SpanStream
+from exporters.trading import TradingMetrics
 
 __all__ = ["Sidecar"]
 
@@ -60,15 +70,72 @@ class Sidecar:
         ]
         for runner in self.runners:
             self.registry.register(runner.snapshot)
+
+        rendered: list[RenderedFamilies] = []
+        self._build_span_path(rendered)
         self.server = AdminServer(
-            config.server, self.registry, self.health, self.loop_monitor, self.status
+            config.server, self.registry, self.health, self.loop_monitor, self.status, rendered
         )
         self.health.require("admin_server", "not listening yet")
+
+    def _build_span_path(self, rendered: list[RenderedFamilies]) -> None:
+        """Receivers -> pipeline -> span metrics, trading metrics, forwarder."""
+        config = self.config
+        self.pipeline: Pipeline | None = None
+        self.spanmetrics: SpanMetrics | None = None
+        self.trading: TradingMetrics | None = None
+        self.forwarder: Forwarder | None = None
+        self.http_receiver: OTLPHTTPReceiver | None = None
+        self.grpc_receiver: OTLPGRPCReceiver | None = None
+        receivers = tuple(
+            name
+            for name, on in (
+                ("otlp_http", config.receiver.http.enabled),
+                ("otlp_grpc", config.receiver.grpc.enabled),
+            )
+            if on
+        )
+        if not receivers:
+            return
+        pipeline = self.pipeline = Pipeline(config.limits.queue_capacity_spans, self.registry)
+        if config.spanmetrics.enabled:
+            self.spanmetrics = SpanMetrics(config.spanmetrics, self.registry)
+            rendered.append(self.spanmetrics)
+        if config.trading.enabled:
+            self.trading = TradingMetrics(config.trading, self.registry)
+            rendered.append(self.trading)
+        if self.spanmetrics is not None or self.trading is not None:
+            stream = SpanStream(self.spanmetrics, self.trading)
+
+            def aggregate(batch: TraceBatch) -> None:
+                stream.consume(batch.payload)
+
+            pipeline.add_consumer("span_metrics", aggregate)
+        if config.forward.enabled:
+            forwarder = self.forwarder = Forwarder(config.forward, self.registry)
+
+            def forward(batch: TraceBatch) -> None:
+                forwarder.offer(batch.payload, batch.spans)
+
+            pipeline.add_consumer("forward", forward)
+        intake = Intake(pipeline, ReceiverMetrics(self.registry, receivers))
+        if config.receiver.http.enabled:
+            self.http_receiver = OTLPHTTPReceiver(config.receiver.http, intake, self.health)
+        if config.receiver.grpc.enabled:
+            self.grpc_receiver = OTLPGRPCReceiver(config.receiver.grpc, intake, self.health)
 
     async def start(self) -> None:
         self.loop_monitor.start()
         await self.server.start()
         self.health.set_ready("admin_server")
+        if self.pipeline is not None:
+            self.pipeline.start()
+        if self.forwarder is not None:
+            await self.forwarder.start()
+        if self.http_receiver is not None:
+            await self.http_receiver.start()
+        if self.grpc_receiver is not None:
+            await self.grpc_receiver.start()
         for runner in self.runners:
             runner.start()
         log.info(
@@ -77,12 +144,34 @@ class Sidecar:
                 "version": __version__,
                 "collectors": [r.source.name for r in self.runners],
                 "engine_processes": [p.name for p in self.config.engine.processes],
+                "receivers": {
+                    name: receiver.port
+                    for name, receiver in (
+                        ("otlp_http", self.http_receiver),
+                        ("otlp_grpc", self.grpc_receiver),
+                    )
+                    if receiver is not None
+                },
             },
         )
 
     async def stop(self) -> None:
-        # Not ready first, so Kubernetes stops routing scrapes here while we wind down.
+        """Stop taking spans, process what was taken, forward what can be, then go.
+
+        The whole sequence runs under server.shutdown_timeout (see serve()); the
+        shares below keep each step from eating the others' time.
+        """
+        budget = self.config.server.shutdown_timeout
+        # Not ready first, so Kubernetes stops routing to the pod while we wind down.
         self.health.shutting_down()
+        if self.http_receiver is not None:
+            await self.http_receiver.stop()
+        if self.grpc_receiver is not None:
+            await self.grpc_receiver.stop(grace=budget * 0.2)
+        if self.pipeline is not None:
+            await self.pipeline.stop(grace=budget * 0.2)
+        if self.forwarder is not None:
+            await self.forwarder.stop(grace=budget * 0.4)
         for runner in self.runners:
             await runner.stop()
         await self.server.stop()
@@ -137,7 +226,7 @@ class Sidecar:
                 }
             )
             engine.extend(runner.source.status().get("processes", []))
-        return {
+        status: dict[str, Any] = {
             "version": __version__,
             "uptime_seconds": round(self.uptime, 3),
             "ready": self.health.ready,
@@ -148,3 +237,27 @@ class Sidecar:
             "collectors": collectors,
             "engine_processes": engine,
         }
+        if self.pipeline is not None:
+            status["spans"] = {
+                "per_second": round(self.pipeline.processed.rate(), 1),
+                "processed": self.pipeline.processed.total,
+                "queued": self.pipeline.queued_spans,
+                "queue_capacity": self.pipeline.capacity,
+                "receivers": {
+                    name: receiver.port
+                    for name, receiver in (
+                        ("otlp_http", self.http_receiver),
+                        ("otlp_grpc", self.grpc_receiver),
+                    )
+                    if receiver is not None
+                },
+            }
+            if self.spanmetrics is not None:
+                status["spans"]["series"] = self.spanmetrics.series_count()
+                status["spans"]["series_limit"] = self.config.spanmetrics.max_series
+            if self.forwarder is not None:
+                status["spans"]["forward"] = {
+                    "endpoint": self.config.forward.redacted_endpoint(),
+                    "sent": int(self.forwarder.sent._value.get()),
+                }
+        return status

@@ -30,6 +30,9 @@ from agent.configtypes import Duration, StrictModel
 from agent.logs import LoggingConfig
 from agent.receivers.config import ReceiverConfig
 from agent.server import ServerConfig
+from exporters.forward import ForwardConfig
+from exporters.spanmetrics import SpanMetricsConfig
+from exporters.trading import TradingConfig
 
 __all__ = ["Config", "ConfigError", "LimitsConfig", "load_config"]
 
@@ -38,6 +41,13 @@ ENV_NESTING = "__"
 
 
 class LimitsConfig(StrictModel):
+    queue_capacity_spans: int = Field(
+        32768,
+        ge=1,
+        le=10_000_000,
+        description="Spans the pipeline queue holds between the receivers and the span "
+        "metrics; past it, receivers answer 429 / RESOURCE_EXHAUSTED with a retry delay.",
+    )
     collect_timeout: Duration = Field(
         10.0,
         description="A collection still running after this long is abandoned and counted "
@@ -51,6 +61,9 @@ class Config(StrictModel):
     receiver: ReceiverConfig = ReceiverConfig()
     host: HostConfig = HostConfig()
     engine: EngineConfig = EngineConfig()
+    spanmetrics: SpanMetricsConfig = SpanMetricsConfig()
+    trading: TradingConfig = TradingConfig()
+    forward: ForwardConfig = ForwardConfig()
     limits: LimitsConfig = LimitsConfig()
     logging: LoggingConfig = LoggingConfig()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -14,6 +14,7 @@ from pydantic import Field
 from agent.configtypes import Duration, ListenHost, Port, StrictModel
 from agent.errors import ListenError
 from agent.health import Health, LoopMonitor
+from exporters.exposition import RenderedFamilies
 from exporters.prometheus import render
 
 __all__ = ["AdminServer", "ServerConfig"]
@@ -45,12 +46,14 @@ class AdminServer:
         health: Health,
         loop_monitor: LoopMonitor,
         status: StatusFn,
+        rendered: Sequence[RenderedFamilies] = (),
     ) -> None:
         self._config = config
         self._registry = registry
         self._health = health
         self._loop = loop_monitor
         self._status = status
+        self._rendered = tuple(rendered)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
         app = web.Application()
@@ -99,6 +102,7 @@ class AdminServer:
             accept=request.headers.get("Accept", ""),
             accept_encoding=request.headers.get("Accept-Encoding", ""),
             names=request.query.getall("name[]", []),
+            rendered=self._rendered,
         )
         headers = {"Content-Type": exposition.content_type}
         if exposition.content_encoding:
@@ -158,6 +162,20 @@ def format_status(status: dict[str, Any]) -> str:
             f"  {c['name']:<16} every {c['interval_seconds']:g}s   last took {took}"
             f"   last success {_age(c.get('last_success_age_seconds'))}   errors {c['errors']}"
         )
+    spans = status.get("spans")
+    if spans is not None:
+        lines.append("")
+        receivers = "  ".join(f"{k} :{v}" for k, v in spans["receivers"].items())
+        lines.append(
+            f"spans: {spans['per_second']:.0f}/s   processed {spans['processed']}   receivers {receivers}"
+        )
+        lines.append(f"  queue {spans['queued']}/{spans['queue_capacity']} spans")
+        if "series" in spans:
+            lines.append(f"  span metrics series {spans['series']}/{spans['series_limit']}")
+        if "forward" in spans:
+            lines.append(
+                f"  forwarding to {spans['forward']['endpoint']}: {spans['forward']['sent']} spans sent"
+            )
     processes = status.get("engine_processes", [])
     lines.append("")
     lines.append("engine processes:" if processes else "engine processes: none configured")

@@ -4,7 +4,7 @@ for a scrape with content negotiation (text 0.0.4 or OpenMetrics 1.0) and gzip."
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import (
@@ -18,11 +18,14 @@ from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from exporters.exposition import RenderedFamilies
+
 __all__ = ["Exposition", "new_registry", "render"]
 
 # Level 1 compresses exposition text ~8x, within a few percent of level 9, at a
 # fraction of the CPU; the scrape is served on the event loop.
 _GZIP_LEVEL = 1
+_EOF = b"# EOF\n"
 
 
 def new_registry() -> CollectorRegistry:
@@ -48,8 +51,10 @@ def render(
     accept: str = "",
     accept_encoding: str = "",
     names: Iterable[str] = (),
+    rendered: Sequence[RenderedFamilies] = (),
 ) -> Exposition:
-    """Render `registry` the way the scraper asked for it.
+    """Render `registry`, then the pre-rendered families, the way the scraper
+    asked for them.
 
     `names` restricts the output to those metric families, as client_python's
     own handler does for `?name[]=...`.
@@ -57,6 +62,17 @@ def render(
     encoder, content_type = choose_encoder(accept)
     wanted = frozenset(names)
     body = encoder(_Only(registry, wanted) if wanted else registry)
+    if rendered:
+        openmetrics = content_type.startswith("application/openmetrics-text")
+        lines: list[str] = []
+        for families in rendered:
+            families.render(lines, openmetrics, wanted or None)
+        if lines:
+            extra = "".join(lines).encode()
+            if openmetrics and body.endswith(_EOF):
+                body = body[: -len(_EOF)] + extra + _EOF
+            else:
+                body += extra
     if gzip_accepted(accept_encoding):
         return Exposition(gzip.compress(body, compresslevel=_GZIP_LEVEL), content_type, "gzip")
     return Exposition(body, content_type, None)

@@ -1,0 +1,164 @@
+"""The bounded queue between the OTLP receivers and the span consumers.
+
+Receivers decode and validate a request, then offer it here. The queue counts
+its size in spans; a request that does not fit is refused at once (the receiver
+answers 429 / RESOURCE_EXHAUSTED with a retry delay), so a receiver never waits
+on it and the event loop never blocks. One consumer task drains the queue: the
+span metrics and trading metrics (SpanStream), then the upstream forwarder,
+which has its own buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+__all__ = ["Pipeline", "RateMeter", "TraceBatch"]
+
+log = logging.getLogger("tickscope.pipeline")
+
+
+@dataclass(frozen=True, slots=True)
+class TraceBatch:
+    """An accepted request: the serialized ExportTraceServiceRequest (protobuf,
+    whatever encoding it arrived in, rejected spans removed) and its span count."""
+
+    payload: bytes
+    spans: int
+    receiver: str
+
+
+class RateMeter:
+    """Spans per second over the last ~10 seconds, for the status page."""
+
+    def __init__(self, window: float = 10.0) -> None:
+        self.window = window
+        self.total = 0
+        self._marks: collections.deque[tuple[float, int]] = collections.deque()
+
+    def add(self, count: int) -> None:
+        self.total += count
+        now = time.monotonic()
+        if not self._marks or now - self._marks[-1][0] >= 1.0:
+            self._marks.append((now, self.total))
+            while len(self._marks) > 2 and now - self._marks[1][0] >= self.window:
+                self._marks.popleft()
+
+    def rate(self) -> float:
+        if not self._marks:
+            return 0.0
+        now = time.monotonic()
+        since, base = self._marks[0]
+        elapsed = now - since
+        return (self.total - base) / elapsed if elapsed > 0 else 0.0
+
+
+Consumer = Callable[[TraceBatch], None]
+
+
+class Pipeline:
+    def __init__(self, capacity_spans: int, registry: CollectorRegistry) -> None:
+        self.capacity = capacity_spans
+        self._queue: collections.deque[TraceBatch] = collections.deque()
+        self._queued_spans = 0
+        self._ready = asyncio.Event()
+        self._idle = asyncio.Event()  # set whenever the queue has been emptied
+        self._consumers: list[tuple[str, Consumer]] = []
+        self._task: asyncio.Task[None] | None = None
+        self.processed = RateMeter()
+        Gauge(
+            "tickscope_pipeline_queue_spans",
+            "Spans accepted and waiting to be processed.",
+            registry=registry,
+        ).set_function(lambda: self._queued_spans)
+        Gauge(
+            "tickscope_pipeline_queue_capacity_spans",
+            "Capacity of the pipeline queue (limits.queue_capacity_spans).",
+            registry=registry,
+        ).set(capacity_spans)
+        self.dropped = Counter(
+            "tickscope_pipeline_dropped_spans_total",
+            "Spans accepted but not processed, by reason (consumer_error, shutdown).",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in ("consumer_error", "shutdown"):
+            self.dropped.labels(reason)
+        self.processed_total = Counter(
+            "tickscope_pipeline_processed_spans_total",
+            "Spans taken off the queue and handed to the consumers.",
+            registry=registry,
+        )
+
+    def add_consumer(self, name: str, consumer: Consumer) -> None:
+        self._consumers.append((name, consumer))
+
+    @property
+    def queued_spans(self) -> int:
+        return self._queued_spans
+
+    def is_full(self) -> bool:
+        return self._queued_spans >= self.capacity
+
+    def offer(self, batch: TraceBatch) -> bool:
+        """Queue `batch` if it fits; False (and nothing queued) if it does not."""
+        if self._queued_spans + batch.spans > self.capacity and self._queue:
+            return False
+        # An empty queue takes any one batch, so that a request larger than the
+        # whole capacity is not refused forever (the body limit bounds it).
+        self._queue.append(batch)
+        self._queued_spans += batch.spans
+        self._idle.clear()
+        self._ready.set()
+        return True
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="pipeline")
+
+    async def stop(self, grace: float) -> None:
+        """Process what is queued, for up to `grace` seconds; count the rest dropped."""
+        if self._queue and self._task is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await self._idle.wait()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._queue:
+            left = self._queued_spans
+            self.dropped.labels("shutdown").inc(left)
+            log.warning("spans dropped at shutdown", extra={"spans": left})
+            self._queue.clear()
+            self._queued_spans = 0
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                self._idle.set()
+                self._ready.clear()
+                await self._ready.wait()
+            batch = self._queue.popleft()
+            self._queued_spans -= batch.spans
+            self.process(batch)
+            # Let the receivers run between batches: under load the queue fills
+            # and they answer with backpressure instead of waiting.
+            await asyncio.sleep(0)
+
+    def process(self, batch: TraceBatch) -> None:
+        for name, consumer in self._consumers:
+            try:
+                consumer(batch)
+            except Exception:
+                self.dropped.labels("consumer_error").inc(batch.spans)
+                log.exception("consumer failed on a batch", extra={"consumer": name})
+        self.processed.add(batch.spans)
+        self.processed_total.inc(batch.spans)

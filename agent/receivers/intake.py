@@ -1,0 +1,111 @@
+"""What both OTLP receivers do with a decoded trace request: check each span,
+count, and offer the request to the pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from agent.pipeline import Pipeline, TraceBatch
+from agent.receivers.metrics import ReceiverMetrics
+
+__all__ = ["Intake", "Outcome"]
+
+_ZERO_TRACE = bytes(16)
+_ZERO_SPAN = bytes(8)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """accepted: spans queued; rejected: spans refused as invalid (partial success);
+    refused: the whole request was not queued (the pipeline is full)."""
+
+    accepted: int
+    rejected: int
+    refused: bool = False
+    message: str = ""
+
+    def response(self) -> ExportTraceServiceResponse:
+        response = ExportTraceServiceResponse()
+        if self.rejected:
+            response.partial_success.rejected_spans = self.rejected
+            response.partial_success.error_message = self.message
+        return response
+
+
+def _drop_invalid(request: ExportTraceServiceRequest) -> int:
+    """Remove spans whose ids the specification calls invalid; return how many.
+
+    A trace id is 16 bytes and a span id 8, neither all zeros. Such a span
+    cannot be joined to its trace, and an exemplar pointing at it would lead
+    nowhere.
+    """
+    removed = 0
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            spans = scope_spans.spans
+            bad = [
+                i
+                for i, span in enumerate(spans)
+                if len(tid := span.trace_id) != 16
+                or tid == _ZERO_TRACE
+                or len(sid := span.span_id) != 8
+                or sid == _ZERO_SPAN
+            ]
+            for i in reversed(bad):
+                del spans[i]
+            removed += len(bad)
+    return removed
+
+
+def count_spans(request: ExportTraceServiceRequest) -> int:
+    return sum(
+        len(scope_spans.spans)
+        for resource_spans in request.resource_spans
+        for scope_spans in resource_spans.scope_spans
+    )
+
+
+def _all_ids_valid(request: ExportTraceServiceRequest) -> bool:
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                tid = span.trace_id
+                sid = span.span_id
+                if len(tid) != 16 or len(sid) != 8 or tid == _ZERO_TRACE or sid == _ZERO_SPAN:
+                    return False
+    return True
+
+
+class Intake:
+    def __init__(self, pipeline: Pipeline, metrics: ReceiverMetrics) -> None:
+        self.pipeline = pipeline
+        self.metrics = metrics
+
+    def accept(self, request: ExportTraceServiceRequest, payload: bytes, receiver: str) -> Outcome:
+        """`payload` is `request` serialized (the bytes received, for protobuf)."""
+        total = count_spans(request)
+        metrics = self.metrics
+        metrics.received.labels(receiver).inc(total)
+        rejected = 0
+        if not _all_ids_valid(request):
+            rejected = _drop_invalid(request)
+            payload = request.SerializeToString()
+            metrics.rejected_spans.labels(receiver, "invalid_span").inc(rejected)
+        accepted = total - rejected
+        message = (
+            f"{rejected} span(s) rejected: trace_id must be 16 bytes and span_id 8 bytes, "
+            "not all zeros"
+            if rejected
+            else ""
+        )
+        if accepted and not self.pipeline.offer(TraceBatch(payload, accepted, receiver)):
+            metrics.rejected_spans.labels(receiver, "queue_full").inc(accepted)
+            metrics.rejected_requests.labels(receiver, "queue_full").inc()
+            return Outcome(0, rejected, refused=True, message=message)
+        metrics.accepted.labels(receiver).inc(accepted)
+        return Outcome(accepted, rejected, message=message)

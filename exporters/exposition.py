@@ -1,0 +1,78 @@
+"""Pre-rendered exposition for the high-cardinality families built from spans.
+
+prometheus_client 0.2x formats every sample from scratch: it validates and
+escapes each label name and value on each line, ~8.6 µs per line here. The span
+metrics at their default limit of 2,000 label sets are ~40,000 lines, which
+would hold the event loop (and so the OTLP receivers) for ~350 ms per scrape.
+Families built here escape each series' labels once, when the series is
+created, and render a line as a string concatenation (~0.3 µs). The output is
+the same text prometheus_client writes (text format 0.0.4 or OpenMetrics 1.0, with
+exemplars in OpenMetrics); tests parse it with prometheus_client's own parsers
+and promtool. Everything else on /metrics is rendered by prometheus_client.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+__all__ = [
+    "Exemplar",
+    "RenderedFamilies",
+    "escape_label_value",
+    "format_exemplar",
+    "format_value",
+    "label_text",
+]
+
+# (trace_id hex, span_id hex, observed value, unix seconds)
+Exemplar = tuple[str, str, float, float]
+
+
+class RenderedFamilies(Protocol):
+    """A source of families that renders itself into exposition text."""
+
+    def family_names(self) -> Iterable[str]:
+        """Every sample name it may emit (for /metrics?name[]=...)."""
+        ...
+
+    def render(self, out: list[str], openmetrics: bool, names: frozenset[str] | None) -> None:
+        """Append lines (each ending in a newline) for the families in `names`
+        (all when None)."""
+        ...
+
+
+def escape_label_value(value: str) -> str:
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    return value
+
+
+def label_text(names: Sequence[str], values: Sequence[str]) -> str:
+    """`a="1",b="2"`: the inside of the braces, escaped, in the order given."""
+    return ",".join(f'{n}="{escape_label_value(v)}"' for n, v in zip(names, values, strict=True))
+
+
+def format_value(value: float) -> str:
+    """As prometheus_client writes values: Go's float syntax, integers with .0."""
+    if isinstance(value, int):
+        return f"{value}.0"
+    if value == math.inf:
+        return "+Inf"
+    if value == -math.inf:
+        return "-Inf"
+    if value != value:
+        return "NaN"
+    return repr(value)
+
+
+def format_exemplar(exemplar: Exemplar) -> str:
+    trace_id, span_id, value, timestamp = exemplar
+    return f' # {{trace_id="{trace_id}",span_id="{span_id}"}} {format_value(value)} {timestamp:.3f}'
+
+
+def help_lines(out: list[str], name: str, kind: str, doc: str, openmetrics: bool) -> None:
+    """HELP and TYPE; counters are named without _total in OpenMetrics only."""
+    family = name[: -len("_total")] if openmetrics and kind == "counter" else name
+    out.append(f"# HELP {family} {doc}\n# TYPE {family} {kind}\n")

@@ -1,0 +1,101 @@
+"""One pass over each accepted trace batch, feeding every span aggregator.
+
+The pass reads the batch through exporters.spanview (see there for why), pulls
+out of each span what the aggregators need, once, and hands it to the span
+metrics (inlined: this loop runs for every span, ~2-3 µs each, and a Python
+call costs ~0.1 µs) and the trading metrics.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+
+from exporters.spanmetrics import SPAN_KINDS, STATUS_CODES, SpanMetrics
+from exporters.spanview import AttributeCache, TracesView, anyvalue_to_str, status_code_of
+from exporters.trading import TradingMetrics
+
+__all__ = ["SpanStream"]
+
+UNKNOWN_SERVICE = "unknown_service"  # the OTel SDKs' default when service.name is unset
+_KINDS = {i: text for i, text in enumerate(SPAN_KINDS)}
+_STATUSES = {i: text for i, text in enumerate(STATUS_CODES)}
+
+
+class SpanStream:
+    def __init__(self, spanmetrics: SpanMetrics | None, trading: TradingMetrics | None) -> None:
+        self.spanmetrics = spanmetrics
+        self.trading = trading
+        wanted: set[str] = set()
+        if spanmetrics is not None:
+            wanted |= spanmetrics.wanted_attributes
+        if trading is not None:
+            wanted |= trading.wanted_attributes
+        self.attributes = AttributeCache(wanted)
+        self.spans = 0
+
+    def consume(self, raw: bytes) -> int:
+        """Aggregate one serialized ExportTraceServiceRequest; returns its span count."""
+        view = TracesView.FromString(raw)
+        now = time.monotonic()
+        spanmetrics = self.spanmetrics
+        trading_add = self.trading.add if self.trading is not None else None
+        attribute = self.attributes.__getitem__
+        kinds = _KINDS
+        statuses = _STATUSES
+        if spanmetrics is not None:
+            dim_keys = spanmetrics.dim_attributes
+            histogram = spanmetrics.histogram
+            find = histogram.find
+            slot_for = histogram.slot_for
+            bounds = histogram.bounds
+            touched = spanmetrics.touched if spanmetrics.config.exemplars else None
+        count = 0
+        for resource_spans in view.resource_spans:  # type: ignore[attr-defined]
+            resource = {
+                kv.key: anyvalue_to_str(kv.value) for kv in resource_spans.resource.attributes
+            }
+            service = resource.get("service.name") or UNKNOWN_SERVICE
+            if spanmetrics is not None:
+                # A dimension the span lacks falls back to the resource's value, then
+                # to its default: per resource, that fallback is fixed.
+                fallbacks = [
+                    resource.get(key, default)
+                    for key, default in zip(dim_keys, spanmetrics.dim_defaults, strict=True)
+                ]
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    count += 1
+                    attrs = dict(filter(None, map(attribute, span.attributes)))
+                    status = status_code_of(span.status)
+                    duration = (span.end_time_unix_nano - span.start_time_unix_nano) / 1e9
+                    if duration < 0:
+                        duration = 0.0  # clock skew between start and end: count it, as zero
+                    if spanmetrics is not None:
+                        key = (
+                            service,
+                            span.name,
+                            kinds.get(span.kind, "SPAN_KIND_UNSPECIFIED"),
+                            statuses.get(status, "STATUS_CODE_UNSET"),
+                            *map(attrs.get, dim_keys, fallbacks),
+                        )
+                        slot = find(key)
+                        if slot is None:
+                            slot = slot_for(key, now)
+                        slot.last_seen = now
+                        index = bisect.bisect_left(bounds, duration)
+                        slot.counts[index] += 1
+                        slot.sum += duration
+                        # Exemplars: at most one new one per bucket per second (a scrape
+                        # shows one per bucket), which keeps the id hex-encoding rare.
+                        if touched is not None and slot.exemplar_due[index] <= now:
+                            slot.exemplar_due[index] = now + 1.0
+                            touched.append((slot, index, span, duration))
+                    if trading_add is not None and "exchange.id" in attrs:  # a ccxt span
+                        trading_add(attrs, status, duration, span, now)
+        if spanmetrics is not None:
+            spanmetrics.end_batch(now)
+        if self.trading is not None:
+            self.trading.end_batch(now)
+        self.spans += count
+        return count

@@ -1,0 +1,260 @@
+"""Trading metrics derived from the shim's ccxt spans.
+
+A span counts when it carries `exchange.id` (the shim sets it on every ccxt call);
+everything else the engine sends is left to the span metrics.
+
+- exchange_api_errors_total{exchange,method,error_type}: spans with status ERROR,
+  error_type from `error.type` (the ccxt exception class), "unknown" without one.
+- exchange_rate_limit_hits_total{exchange}: calls refused for rate limiting: an
+  error.type in `rate_limit_error_types`, or HTTP 429/418.
+- exchange_rate_limit_used_ratio{exchange}: trading.ratelimit.used / .limit of
+  the newest span that carries both (headers such as Binance's used weight);
+  dropped after `rate_limit_ratio_ttl` without news, so a burst an hour ago does
+  not keep an alert firing.
+- trading_orders_total{exchange,side,type,outcome} and the histogram
+  trading_order_latency_seconds{exchange,outcome}: for ccxt methods matching
+  `order_methods`; outcome is accepted (no error), rejected (the exchange refused
+  the order: error.type in `rejected_error_types`) or error (anything else: the
+  order's fate is unknown, e.g. a timeout).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+from pydantic import Field
+
+from agent.configtypes import Duration, Regex, StrictModel
+from exporters.families import CounterFamily, GaugeFamily, HistogramFamily
+from exporters.spanmetrics import DEFAULT_BUCKETS
+
+__all__ = ["TradingConfig", "TradingMetrics"]
+
+# ccxt's exceptions for an order the exchange refused (ccxt/base/errors.py).
+DEFAULT_REJECTED = (
+    "InvalidOrder",
+    "InsufficientFunds",
+    "OrderNotFillable",
+    "OrderImmediatelyFillable",
+    "DuplicateOrderId",
+    "ContractUnavailable",
+    "BadSymbol",
+    "BadRequest",
+    "ArgumentsRequired",
+    "AccountSuspended",
+    "PermissionDenied",
+    "MarketClosed",
+    "NotSupported",
+)
+DEFAULT_RATE_LIMIT = ("RateLimitExceeded", "DDoSProtection")
+RATE_LIMIT_HTTP = frozenset({"429", "418"})
+
+WANTED = {
+    "exchange.id",
+    "ccxt.method",
+    "error.type",
+    "trading.order.side",
+    "trading.order.type",
+    "http.response.status_code",
+    "trading.ratelimit.used",
+    "trading.ratelimit.limit",
+}
+
+
+class TradingConfig(StrictModel):
+    enabled: bool = Field(True, description="Derive trading metrics from ccxt spans.")
+    order_methods: Regex = Field(
+        re.compile(r"^create_(\w+_)?orders?$"),
+        description="ccxt methods (ccxt.method) that place orders.",
+    )
+    rejected_error_types: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_REJECTED),
+        description="error.type values that mean the exchange refused an order.",
+    )
+    rate_limit_error_types: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_RATE_LIMIT),
+        description="error.type values that count as rate-limit hits (besides HTTP 429/418).",
+    )
+    rate_limit_ratio_ttl: Duration = Field(
+        120.0, description="exchange_rate_limit_used_ratio is dropped after this long without news."
+    )
+    order_latency_buckets: list[float] = Field(
+        default_factory=lambda: list(DEFAULT_BUCKETS),
+        min_length=1,
+        description="Bucket bounds of trading_order_latency_seconds, in seconds.",
+    )
+    max_series: int = Field(
+        1000, ge=1, description="Cardinality limit per trading metric (overflow as for spans)."
+    )
+    series_expiry: Duration = Field(
+        900.0, description="Label sets not updated for this long are dropped."
+    )
+
+
+class TradingMetrics:
+    def __init__(self, config: TradingConfig, registry: CollectorRegistry) -> None:
+        self.config = config
+        overflow = Counter(
+            "tickscope_trading_overflow_total",
+            "Spans counted in an overflow series because a trading metric hit its limit.",
+            ["metric"],
+            registry=registry,
+        )
+        limit = config.max_series
+
+        def family_overflow(name: str) -> Any:
+            child = overflow.labels(name)
+            return child.inc
+
+        self.errors = CounterFamily(
+            "exchange_api_errors_total",
+            "Exchange API calls that failed, by ccxt method and ccxt exception class.",
+            ("exchange", "method", "error_type"),
+            limit,
+            family_overflow("exchange_api_errors_total"),
+        )
+        self.rate_limit_hits = CounterFamily(
+            "exchange_rate_limit_hits_total",
+            "Exchange API calls refused for rate limiting (429/418 or a rate-limit exception).",
+            ("exchange",),
+            limit,
+            family_overflow("exchange_rate_limit_hits_total"),
+        )
+        self.used_ratio = GaugeFamily(
+            "exchange_rate_limit_used_ratio",
+            "Share of the exchange's rate limit in use, from its response headers.",
+            ("exchange",),
+            limit,
+            family_overflow("exchange_rate_limit_used_ratio"),
+        )
+        self.orders = CounterFamily(
+            "trading_orders_total",
+            "Orders placed, by side, type and outcome (accepted, rejected, error).",
+            ("exchange", "side", "type", "outcome"),
+            limit,
+            family_overflow("trading_orders_total"),
+        )
+        self.order_latency = HistogramFamily(
+            "trading_order_latency_seconds",
+            "Time from sending an order to the exchange's answer, in seconds.",
+            ("exchange", "outcome"),
+            limit,
+            config.order_latency_buckets,
+            family_overflow("trading_order_latency_seconds"),
+        )
+        self._families = (
+            self.orders,
+            self.order_latency,
+            self.rate_limit_hits,
+            self.errors,
+            self.used_ratio,
+        )
+        self._rejected = frozenset(config.rejected_error_types)
+        self._rate_limited = frozenset(config.rate_limit_error_types)
+        self._order_method = config.order_methods.search
+        self._is_order: dict[str, bool] = {}
+        self._last_expiry = 0.0
+        self._touched: list[tuple[Any, int, Any, float]] = []
+        self._ratio_raw: dict[str, tuple[str, str | None]] = {}
+
+    @property
+    def wanted_attributes(self) -> set[str]:
+        return set(WANTED)
+
+    def add(
+        self,
+        attrs: dict[str, str],
+        status: int,
+        duration: float,
+        span: Any,
+        now: float,
+    ) -> None:
+        """Count one span that has exchange.id; `attrs` maps keys to text values.
+
+        Called for every exchange span: the common case (a successful non-order
+        call) costs a few dict lookups.
+        """
+        exchange = attrs["exchange.id"]
+        method = attrs.get("ccxt.method", "")
+        failed = status == 2
+        error_type = ""
+        if failed:
+            error_type = attrs.get("error.type", "")
+            self.errors.inc((exchange, method, error_type or "unknown"), now)
+            if (
+                error_type in self._rate_limited
+                or attrs.get("http.response.status_code") in RATE_LIMIT_HTTP
+            ):
+                self.rate_limit_hits.inc((exchange,), now)
+        used = attrs.get("trading.ratelimit.used")
+        if used is not None:
+            # Kept raw; turned into the ratio once per batch, not per span.
+            self._ratio_raw[exchange] = (used, attrs.get("trading.ratelimit.limit"))
+        is_order = self._is_order.get(method)
+        if is_order is None:
+            is_order = self._is_order[method] = self._order_method(method) is not None
+            if len(self._is_order) > 1024:  # method names are few; this only bounds abuse
+                self._is_order.clear()
+        if is_order:
+            if not failed:
+                outcome = "accepted"
+            elif error_type in self._rejected:
+                outcome = "rejected"
+            else:
+                outcome = "error"
+            self.orders.inc(
+                (
+                    exchange,
+                    attrs.get("trading.order.side", ""),
+                    attrs.get("trading.order.type", ""),
+                    outcome,
+                ),
+                now,
+            )
+            slot, index = self.order_latency.observe((exchange, outcome), duration, now)
+            if slot.exemplar_due[index] <= now:
+                slot.exemplar_due[index] = now + 1.0
+                self._touched.append((slot, index, span, duration))
+
+    def end_batch(self, now: float) -> None:
+        for exchange, (used, limit) in self._ratio_raw.items():
+            ratio = _ratio(used, limit)
+            if ratio is not None:
+                self.used_ratio.set((exchange,), ratio, now)
+        self._ratio_raw.clear()
+        if self._touched:
+            for slot, index, span, duration in self._touched:
+                slot.exemplars[index] = (
+                    span.trace_id.hex(),
+                    span.span_id.hex(),
+                    duration,
+                    span.end_time_unix_nano / 1e9,
+                )
+            self._touched.clear()
+        if now - self._last_expiry < 10.0:
+            return
+        self._last_expiry = now
+        self.used_ratio.expire(now - self.config.rate_limit_ratio_ttl)
+        horizon = now - self.config.series_expiry
+        for family in (self.orders, self.order_latency, self.rate_limit_hits, self.errors):
+            family.expire(horizon)
+
+    def family_names(self) -> list[str]:
+        return [name for family in self._families for name in family.sample_names()]
+
+    def render(self, out: list[str], openmetrics: bool, names: frozenset[str] | None) -> None:
+        for family in self._families:
+            family.render(out, openmetrics, names)
+
+
+def _ratio(used: str, limit: str | None) -> float | None:
+    try:
+        used_value = float(used)
+        limit_value = float(limit) if limit is not None else 0.0
+    except ValueError:
+        return None
+    if limit_value <= 0:
+        return None
+    return used_value / limit_value
