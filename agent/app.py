@@ -108,7 +108,7 @@ class Sidecar:
             stream = SpanStream(self.spanmetrics, self.trading)
 
             def aggregate(batch: TraceBatch) -> None:
-                stream.consume(batch.payload)
+                stream.consume_view(batch.view)
 
             pipeline.add_consumer("span_metrics", aggregate)
         if config.forward.enabled:

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -28,11 +29,13 @@ log = logging.getLogger("tickscope.pipeline")
 @dataclass(frozen=True, slots=True)
 class TraceBatch:
     """An accepted request: the serialized ExportTraceServiceRequest (protobuf,
-    whatever encoding it arrived in, rejected spans removed) and its span count."""
+    whatever encoding it arrived in, rejected spans removed), its span count, and
+    the parsed view of it (exporters.spanview) that the aggregators read."""
 
     payload: bytes
     spans: int
     receiver: str
+    view: Any
 
 
 class RateMeter:

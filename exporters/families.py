@@ -67,6 +67,8 @@ class _Family(Generic[S]):
         self.max_series = max_series
         self._on_overflow = on_overflow
         self._series: dict[tuple[str, ...], S] = {}
+        # dict.get of the series map: hot loops call it without a method hop.
+        self.lookup: Callable[[tuple[str, ...]], S | None] = self._series.get
 
     def _new(self, labels: str, now: float) -> S:
         raise NotImplementedError

@@ -10,9 +10,16 @@ from __future__ import annotations
 
 import bisect
 import time
+from typing import Any
 
 from exporters.spanmetrics import SPAN_KINDS, STATUS_CODES, SpanMetrics
-from exporters.spanview import AttributeCache, TracesView, anyvalue_to_str, status_code_of
+from exporters.spanview import (
+    STATUS_BY_BYTES,
+    AttributeCache,
+    anyvalue_to_str,
+    decode_traces,
+    status_code_of,
+)
 from exporters.trading import TradingMetrics
 
 __all__ = ["SpanStream"]
@@ -36,22 +43,35 @@ class SpanStream:
 
     def consume(self, raw: bytes) -> int:
         """Aggregate one serialized ExportTraceServiceRequest; returns its span count."""
-        view = TracesView.FromString(raw)
+        return self.consume_view(decode_traces(raw))
+
+    def consume_view(self, view: Any) -> int:
+        """Aggregate one request already parsed by exporters.spanview."""
         now = time.monotonic()
         spanmetrics = self.spanmetrics
-        trading_add = self.trading.add if self.trading is not None else None
-        attribute = self.attributes.__getitem__
+        trading = self.trading
+        if trading is not None:
+            order_methods = trading.order_methods
+            rate_limit_seen = trading.rate_limit_seen
+        attribute = self.attributes.entries.__getitem__
+        resolve = self.attributes.resolve
         kinds = _KINDS
+        status_codes = STATUS_BY_BYTES
         statuses = _STATUSES
         if spanmetrics is not None:
             dim_keys = spanmetrics.dim_attributes
             histogram = spanmetrics.histogram
-            find = histogram.find
+            find = histogram.lookup
             slot_for = histogram.slot_for
             bounds = histogram.bounds
             touched = spanmetrics.touched if spanmetrics.config.exemplars else None
+            # The default (and usual) three dimensions get an unrolled path: it
+            # builds the key ~200 ns faster than unpacking a map().
+            three_dims = len(dim_keys) == 3
+            if three_dims:
+                k0, k1, k2 = dim_keys
         count = 0
-        for resource_spans in view.resource_spans:  # type: ignore[attr-defined]
+        for resource_spans in view.resource_spans:
             resource = {
                 kv.key: anyvalue_to_str(kv.value) for kv in resource_spans.resource.attributes
             }
@@ -63,22 +83,42 @@ class SpanStream:
                     resource.get(key, default)
                     for key, default in zip(dim_keys, spanmetrics.dim_defaults, strict=True)
                 ]
+                if three_dims:
+                    f0, f1, f2 = fallbacks
             for scope_spans in resource_spans.scope_spans:
                 for span in scope_spans.spans:
                     count += 1
-                    attrs = dict(filter(None, map(attribute, span.attributes)))
-                    status = status_code_of(span.status)
+                    try:
+                        attrs = dict(filter(None, map(attribute, span.attributes)))
+                    except KeyError:  # an attribute not seen before
+                        attrs = resolve(span.attributes)
+                    raw_status = span.status
+                    status = status_codes.get(raw_status)
+                    if status is None:
+                        status = status_code_of(raw_status)
                     duration = (span.end_time_unix_nano - span.start_time_unix_nano) / 1e9
                     if duration < 0:
                         duration = 0.0  # clock skew between start and end: count it, as zero
                     if spanmetrics is not None:
-                        key = (
-                            service,
-                            span.name,
-                            kinds.get(span.kind, "SPAN_KIND_UNSPECIFIED"),
-                            statuses.get(status, "STATUS_CODE_UNSET"),
-                            *map(attrs.get, dim_keys, fallbacks),
-                        )
+                        get = attrs.get
+                        if three_dims:
+                            key = (
+                                service,
+                                span.name,
+                                kinds.get(span.kind, "SPAN_KIND_UNSPECIFIED"),
+                                statuses.get(status, "STATUS_CODE_UNSET"),
+                                get(k0, f0),
+                                get(k1, f1),
+                                get(k2, f2),
+                            )
+                        else:
+                            key = (
+                                service,
+                                span.name,
+                                kinds.get(span.kind, "SPAN_KIND_UNSPECIFIED"),
+                                statuses.get(status, "STATUS_CODE_UNSET"),
+                                *map(get, dim_keys, fallbacks),
+                            )
                         slot = find(key)
                         if slot is None:
                             slot = slot_for(key, now)
@@ -91,11 +131,19 @@ class SpanStream:
                         if touched is not None and slot.exemplar_due[index] <= now:
                             slot.exemplar_due[index] = now + 1.0
                             touched.append((slot, index, span, duration))
-                    if trading_add is not None and "exchange.id" in attrs:  # a ccxt span
-                        trading_add(attrs, status, duration, span, now)
+                    if trading is not None:
+                        exchange = attrs.get("exchange.id")
+                        if exchange is not None:  # a ccxt span
+                            order = order_methods.get(attrs.get("ccxt.method", ""))
+                            if order is None:
+                                order = trading.is_order(attrs.get("ccxt.method", ""))
+                            if order or status == 2:
+                                trading.add(attrs, status, duration, span, now)
+                            if "trading.ratelimit.used" in attrs:
+                                rate_limit_seen[exchange] = attrs
         if spanmetrics is not None:
             spanmetrics.end_batch(now)
-        if self.trading is not None:
-            self.trading.end_batch(now)
+        if trading is not None:
+            trading.end_batch(now)
         self.spans += count
         return count

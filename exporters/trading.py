@@ -154,14 +154,24 @@ class TradingMetrics:
         self._rejected = frozenset(config.rejected_error_types)
         self._rate_limited = frozenset(config.rate_limit_error_types)
         self._order_method = config.order_methods.search
-        self._is_order: dict[str, bool] = {}
         self._last_expiry = 0.0
         self._touched: list[tuple[Any, int, Any, float]] = []
-        self._ratio_raw: dict[str, tuple[str, str | None]] = {}
+        # exchange -> attributes of its newest span with rate-limit headers in this
+        # batch (SpanStream fills it); the ratio is computed once per batch.
+        self.rate_limit_seen: dict[str, dict[str, str]] = {}
+        self.order_methods: dict[str, bool] = {}
 
     @property
     def wanted_attributes(self) -> set[str]:
         return set(WANTED)
+
+    def is_order(self, method: str) -> bool:
+        flag = self.order_methods.get(method)
+        if flag is None:
+            if len(self.order_methods) > 1024:  # method names are few; this bounds abuse
+                self.order_methods.clear()
+            flag = self.order_methods[method] = self._order_method(method) is not None
+        return flag
 
     def add(
         self,
@@ -171,10 +181,11 @@ class TradingMetrics:
         span: Any,
         now: float,
     ) -> None:
-        """Count one span that has exchange.id; `attrs` maps keys to text values.
+        """Count one exchange span; `attrs` maps attribute keys to text values.
 
-        Called for every exchange span: the common case (a successful non-order
-        call) costs a few dict lookups.
+        SpanStream calls this only for spans that failed or placed an order (and
+        hands rate-limit headers to `rate_limit_seen`): a successful market-data
+        call costs two dict lookups there.
         """
         exchange = attrs["exchange.id"]
         method = attrs.get("ccxt.method", "")
@@ -188,16 +199,7 @@ class TradingMetrics:
                 or attrs.get("http.response.status_code") in RATE_LIMIT_HTTP
             ):
                 self.rate_limit_hits.inc((exchange,), now)
-        used = attrs.get("trading.ratelimit.used")
-        if used is not None:
-            # Kept raw; turned into the ratio once per batch, not per span.
-            self._ratio_raw[exchange] = (used, attrs.get("trading.ratelimit.limit"))
-        is_order = self._is_order.get(method)
-        if is_order is None:
-            is_order = self._is_order[method] = self._order_method(method) is not None
-            if len(self._is_order) > 1024:  # method names are few; this only bounds abuse
-                self._is_order.clear()
-        if is_order:
+        if self.is_order(method):
             if not failed:
                 outcome = "accepted"
             elif error_type in self._rejected:
@@ -219,11 +221,11 @@ class TradingMetrics:
                 self._touched.append((slot, index, span, duration))
 
     def end_batch(self, now: float) -> None:
-        for exchange, (used, limit) in self._ratio_raw.items():
-            ratio = _ratio(used, limit)
+        for exchange, attrs in self.rate_limit_seen.items():
+            ratio = _ratio(attrs["trading.ratelimit.used"], attrs.get("trading.ratelimit.limit"))
             if ratio is not None:
                 self.used_ratio.set((exchange,), ratio, now)
-        self._ratio_raw.clear()
+        self.rate_limit_seen.clear()
         if self._touched:
             for slot, index, span, duration in self._touched:
                 slot.exemplars[index] = (

@@ -1,14 +1,16 @@
 """What both OTLP receivers do with a decoded trace request: check each span,
-count, and offer the request to the pipeline."""
+count, and offer the request to the pipeline.
+
+Requests arrive parsed into exporters.spanview's view (see there for why);
+the checks below read the same fields as they would on ExportTraceServiceRequest.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from agent.pipeline import Pipeline, TraceBatch
 from agent.receivers.metrics import ReceiverMetrics
@@ -37,7 +39,7 @@ class Outcome:
         return response
 
 
-def _drop_invalid(request: ExportTraceServiceRequest) -> int:
+def _drop_invalid(request: Any) -> int:
     """Remove spans whose ids the specification calls invalid; return how many.
 
     A trace id is 16 bytes and a span id 8, neither all zeros. Such a span
@@ -62,7 +64,7 @@ def _drop_invalid(request: ExportTraceServiceRequest) -> int:
     return removed
 
 
-def count_spans(request: ExportTraceServiceRequest) -> int:
+def count_spans(request: Any) -> int:
     return sum(
         len(scope_spans.spans)
         for resource_spans in request.resource_spans
@@ -70,7 +72,7 @@ def count_spans(request: ExportTraceServiceRequest) -> int:
     )
 
 
-def _all_ids_valid(request: ExportTraceServiceRequest) -> bool:
+def _all_ids_valid(request: Any) -> bool:
     for resource_spans in request.resource_spans:
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
@@ -86,8 +88,8 @@ class Intake:
         self.pipeline = pipeline
         self.metrics = metrics
 
-    def accept(self, request: ExportTraceServiceRequest, payload: bytes, receiver: str) -> Outcome:
-        """`payload` is `request` serialized (the bytes received, for protobuf)."""
+    def accept(self, request: Any, payload: bytes, receiver: str) -> Outcome:
+        """`request` is the parsed view, `payload` its bytes (as received, for protobuf)."""
         total = count_spans(request)
         metrics = self.metrics
         metrics.received.labels(receiver).inc(total)
@@ -103,7 +105,7 @@ class Intake:
             if rejected
             else ""
         )
-        if accepted and not self.pipeline.offer(TraceBatch(payload, accepted, receiver)):
+        if accepted and not self.pipeline.offer(TraceBatch(payload, accepted, receiver, request)):
             metrics.rejected_spans.labels(receiver, "queue_full").inc(accepted)
             metrics.rejected_requests.labels(receiver, "queue_full").inc()
             return Outcome(0, rejected, refused=True, message=message)

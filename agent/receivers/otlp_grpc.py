@@ -22,15 +22,13 @@ import grpc
 from google.protobuf.duration_pb2 import Duration as DurationProto
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from agent.errors import ListenError
 from agent.health import Health
 from agent.receivers.config import OTLPGRPCConfig
 from agent.receivers.intake import Intake
+from exporters.spanview import decode_traces
 
 __all__ = ["TRACE_EXPORT_METHOD", "OTLPGRPCReceiver"]
 
@@ -146,7 +144,7 @@ class OTLPGRPCReceiver:
             if self.intake.pipeline.is_full():
                 await self._busy(context)
             try:
-                request = ExportTraceServiceRequest.FromString(raw)
+                request = decode_traces(raw)
             except DecodeError as exc:
                 await self._abort(
                     context,

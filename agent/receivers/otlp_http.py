@@ -33,6 +33,7 @@ from agent.errors import ListenError
 from agent.health import Health
 from agent.receivers.config import OTLPHTTPConfig
 from agent.receivers.intake import Intake
+from exporters.spanview import decode_traces
 
 __all__ = ["OTLPHTTPReceiver"]
 
@@ -184,9 +185,9 @@ def decode_json(body: bytes) -> ExportTraceServiceRequest:
     return request
 
 
-def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:
+def decode_protobuf(body: bytes) -> Any:
     try:
-        return ExportTraceServiceRequest.FromString(body)
+        return decode_traces(body)
     except DecodeError as exc:
         raise RequestError(
             400, "malformed", f"invalid OTLP protobuf: {exc}", code_pb2.INVALID_ARGUMENT
@@ -315,12 +316,8 @@ class OTLPHTTPReceiver:
                 if request.content_length is not None and request.content_length > limit:
                     raise _too_large(limit)
                 body = await _read_identity(request.content.iter_chunked(1 << 16), limit)
-            if content_type == JSON:
-                decoded = decode_json(body)
-                payload = decoded.SerializeToString()
-            else:
-                decoded = decode_protobuf(body)
-                payload = body
+            payload = decode_json(body).SerializeToString() if content_type == JSON else body
+            decoded = decode_protobuf(payload)
         except RequestError as error:
             response = self._reject(error, content_type)
             if error.status == 413:
