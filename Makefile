@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help demo test lint typecheck pytest system-deps venv bench clean
+.PHONY: help demo test lint typecheck pytest system-deps venv bench clean docs
 
 help:
 	@echo "make demo    start the sidecar (and, with the shim, the demo engine) and print where to look"
@@ -49,3 +49,6 @@ bench: $(STAMP) system-deps
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+docs: $(STAMP)
+	$(BIN)/python scripts/update-config-doc.py

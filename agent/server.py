@@ -64,14 +64,14 @@ class AdminServer:
         self._app = app
 
     async def start(self) -> None:
-        runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(
-            runner,
-            self._config.bind,
-            self._config.port,
+        runner = web.AppRunner(
+            self._app,
+            access_log=None,
+            handle_signals=False,
             shutdown_timeout=self._config.shutdown_timeout,
         )
+        await runner.setup()
+        site = web.TCPSite(runner, self._config.bind, self._config.port)
         try:
             await site.start()
         except OSError as exc:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from exporters.exposition import (
     Exemplar,
@@ -21,7 +21,14 @@ from exporters.exposition import (
     label_text,
 )
 
-__all__ = ["CounterFamily", "GaugeFamily", "HistogramFamily"]
+__all__ = [
+    "CounterFamily",
+    "GaugeFamily",
+    "HistogramFamily",
+    "Pending",
+    "fill_exemplars",
+    "take_exemplar",
+]
 
 OVERFLOW = ("__overflow__",)
 OVERFLOW_LABELS = 'otel_metric_overflow="true"'
@@ -207,3 +214,28 @@ class HistogramFamily(_Family[_Buckets]):
                     out.append(f"{prefixes[i]}{cumulative}.0{format_exemplar(exemplar)}\n")
             out.append(f"{prefixes[-2]}{cumulative}.0\n")
             out.append(f"{prefixes[-1]}{format_value(slot.sum)}\n")
+
+
+# (series, bucket index, span, duration): an exemplar to be, collected per span
+# and made at the end of a batch, so that hex-encoding ids happens at most once
+# per bucket per second rather than per span.
+Pending = tuple[_Buckets, int, Any, float]
+
+
+def take_exemplar(slot: _Buckets, index: int, now: float) -> bool:
+    """Whether a new exemplar is due for this bucket (at most one per second)."""
+    if slot.exemplar_due[index] <= now:
+        slot.exemplar_due[index] = now + 1.0
+        return True
+    return False
+
+
+def fill_exemplars(pending: list[Pending]) -> None:
+    for slot, index, span, duration in pending:
+        slot.exemplars[index] = (
+            span.trace_id.hex(),
+            span.span_id.hex(),
+            duration,
+            span.end_time_unix_nano / 1e9,
+        )
+    pending.clear()

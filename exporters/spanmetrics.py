@@ -29,7 +29,7 @@ from pydantic import Field, field_validator
 
 from agent.configtypes import Duration, StrictModel
 from exporters.exposition import format_exemplar, help_lines
-from exporters.families import HistogramFamily
+from exporters.families import HistogramFamily, Pending, fill_exemplars, take_exemplar
 
 __all__ = ["Dimension", "SpanMetrics", "SpanMetricsConfig"]
 
@@ -161,7 +161,7 @@ class SpanMetrics:
         self._expiry_every = min(60.0, config.series_expiry / 10)
         # Per batch: (series, bucket, span, duration) to become exemplars at the end
         # of the batch, at most one per bucket per second (see SpanStream).
-        self.touched: list[tuple[Any, int, Any, float]] = []
+        self.touched: list[Pending] = []
         series = Gauge(
             "tickscope_spanmetrics_series",
             "Label sets the span metrics hold, the overflow series included.",
@@ -196,21 +196,17 @@ class SpanMetrics:
         """Count one span. SpanStream inlines this for speed; keep the two alike."""
         key = (service, name, kind_text(kind), status_text(status), *dims)
         slot, index = self.histogram.observe(key, duration, now)
-        if self.config.exemplars and slot.exemplar_due[index] <= now:
-            slot.exemplar_due[index] = now + 1.0
+        if self.config.exemplars and take_exemplar(slot, index, now):
             self.touched.append((slot, index, span, duration))
 
     def end_batch(self, now: float) -> None:
-        """Turn the batch's last span per bucket into exemplars; expire old series."""
+        """Make the batch's exemplars; expire old series."""
         if self.touched:
-            for slot, index, span, duration in self.touched:
-                slot.exemplars[index] = (
-                    span.trace_id.hex(),
-                    span.span_id.hex(),
-                    duration,
-                    span.end_time_unix_nano / 1e9,
-                )
-            self.touched.clear()
+            fill_exemplars(self.touched)
+        self.maybe_expire(now)
+
+    def maybe_expire(self, now: float) -> None:
+        # Also called at scrape time: without traffic, no batch would expire anything.
         if now - self._last_expiry >= self._expiry_every:
             self.expire(now)
 
@@ -227,6 +223,7 @@ class SpanMetrics:
         return (CALLS, CALLS.removesuffix("_total"), *self.histogram.sample_names())
 
     def render(self, out: list[str], openmetrics: bool, names: frozenset[str] | None) -> None:
+        self.maybe_expire(time.monotonic())
         slots = self.histogram.slots()
         if slots and (names is None or CALLS in names or CALLS.removesuffix("_total") in names):
             help_lines(out, CALLS, "counter", "Number of spans, per label set.", openmetrics)

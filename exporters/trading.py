@@ -21,13 +21,21 @@ everything else the engine sends is left to the span metrics.
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import Field
 
 from agent.configtypes import Duration, Regex, StrictModel
-from exporters.families import CounterFamily, GaugeFamily, HistogramFamily
+from exporters.families import (
+    CounterFamily,
+    GaugeFamily,
+    HistogramFamily,
+    Pending,
+    fill_exemplars,
+    take_exemplar,
+)
 from exporters.spanmetrics import DEFAULT_BUCKETS
 
 __all__ = ["TradingConfig", "TradingMetrics"]
@@ -155,7 +163,8 @@ class TradingMetrics:
         self._rate_limited = frozenset(config.rate_limit_error_types)
         self._order_method = config.order_methods.search
         self._last_expiry = 0.0
-        self._touched: list[tuple[Any, int, Any, float]] = []
+        self._touched: list[Pending] = []
+        self._expiry_every = min(10.0, config.rate_limit_ratio_ttl / 10, config.series_expiry / 10)
         # exchange -> attributes of its newest span with rate-limit headers in this
         # batch (SpanStream fills it); the ratio is computed once per batch.
         self.rate_limit_seen: dict[str, dict[str, str]] = {}
@@ -216,8 +225,7 @@ class TradingMetrics:
                 now,
             )
             slot, index = self.order_latency.observe((exchange, outcome), duration, now)
-            if slot.exemplar_due[index] <= now:
-                slot.exemplar_due[index] = now + 1.0
+            if take_exemplar(slot, index, now):
                 self._touched.append((slot, index, span, duration))
 
     def end_batch(self, now: float) -> None:
@@ -227,15 +235,12 @@ class TradingMetrics:
                 self.used_ratio.set((exchange,), ratio, now)
         self.rate_limit_seen.clear()
         if self._touched:
-            for slot, index, span, duration in self._touched:
-                slot.exemplars[index] = (
-                    span.trace_id.hex(),
-                    span.span_id.hex(),
-                    duration,
-                    span.end_time_unix_nano / 1e9,
-                )
-            self._touched.clear()
-        if now - self._last_expiry < 10.0:
+            fill_exemplars(self._touched)
+        self.maybe_expire(now)
+
+    def maybe_expire(self, now: float) -> None:
+        # Also called at scrape time, so that a ratio goes stale without traffic.
+        if now - self._last_expiry < self._expiry_every:
             return
         self._last_expiry = now
         self.used_ratio.expire(now - self.config.rate_limit_ratio_ttl)
@@ -247,6 +252,7 @@ class TradingMetrics:
         return [name for family in self._families for name in family.sample_names()]
 
     def render(self, out: list[str], openmetrics: bool, names: frozenset[str] | None) -> None:
+        self.maybe_expire(time.monotonic())
         for family in self._families:
             family.render(out, openmetrics, names)
 

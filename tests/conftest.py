@@ -43,3 +43,22 @@ def start_sidecar(tmp_path: Path) -> Iterator[StartSidecar]:
     yield start
     for sidecar in started:
         sidecar.stop()
+
+
+@pytest.fixture(scope="module")
+def start_module_sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartSidecar]:
+    """As start_sidecar, shared by a module's tests (each uses its own service.name)."""
+    started: list[SidecarProcess] = []
+
+    def start(
+        overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None
+    ) -> SidecarProcess:
+        directory = tmp_path_factory.mktemp("sidecar")
+        config = SidecarProcess.write_config(directory, overrides)
+        sidecar = SidecarProcess(config, env or {})
+        started.append(sidecar)
+        return sidecar.start()
+
+    yield start
+    for sidecar in started:
+        sidecar.stop()

@@ -60,7 +60,22 @@ class Response:
 
 
 def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 10.0) -> Response:
-    request = urllib.request.Request(url, headers=headers or {})
+    return http_request(url, headers=headers, timeout=timeout)
+
+
+def http_post(
+    url: str, body: bytes, headers: dict[str, str] | None = None, timeout: float = 30.0
+) -> Response:
+    return http_request(url, body, headers, timeout)
+
+
+def http_request(
+    url: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
+) -> Response:
+    request = urllib.request.Request(url, data=body, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as r:
             return Response(r.status, {k.lower(): v for k, v in r.headers.items()}, r.read())
@@ -76,6 +91,7 @@ class SidecarProcess:
     env: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
     port: int | None = None
+    receivers: dict[str, int] = field(default_factory=dict)
     logs: list[dict[str, Any]] = field(default_factory=list)
     raw_stderr: list[str] = field(default_factory=list)
     _lines: queue.Queue[str | None] = field(default_factory=queue.Queue)
@@ -100,7 +116,17 @@ class SidecarProcess:
         threading.Thread(target=self._pump, daemon=True).start()
         event = self.wait_for_log("admin server listening", timeout)
         self.port = int(event["port"])
+        started = self.wait_for_log("tickscope started", timeout)
+        self.receivers = {k: int(v) for k, v in (started.get("receivers") or {}).items()}
         return self
+
+    @property
+    def otlp_http_url(self) -> str:
+        return f"http://127.0.0.1:{self.receivers['otlp_http']}"
+
+    @property
+    def otlp_grpc_target(self) -> str:
+        return f"127.0.0.1:{self.receivers['otlp_grpc']}"
 
     def _pump(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None

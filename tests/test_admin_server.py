@@ -163,6 +163,8 @@ def test_healthz_readyz_and_status_page(sidecar: SidecarProcess) -> None:
         "collector:host": True,
         "collector:engine_process": True,
         "engine:engine": True,
+        "receiver:otlp_http": True,
+        "receiver:otlp_grpc": True,
     }
     page = sidecar.get("/")
     assert page.status == 200 and page.headers["content-type"].startswith("text/plain")

@@ -13,9 +13,7 @@ def test_configuration_reference_is_current() -> None:
     text = (DOCS / "configuration.md").read_text()
     assert BEGIN in text and END in text
     embedded = text.split(BEGIN, 1)[1].split(END, 1)[0].strip("\n")
-    assert embedded == reference().strip("\n"), (
-        "docs/configuration.md is stale: regenerate its reference with `tickscope config-reference`"
-    )
+    assert embedded == reference().strip("\n"), "docs/configuration.md is stale: run `make docs`"
 
 
 def test_metrics_reference_lists_every_contract_metric() -> None:

@@ -137,12 +137,24 @@ def _hex_to_base64(value: Any, where: str) -> Any:
         ) from None
 
 
+def _items(obj: Any, *keys: str) -> list[Any]:
+    """The list under the first of `keys` present in `obj`, or [] for anything
+    that is not a dict holding a list (json_format then reports the real error)."""
+    if not isinstance(obj, dict):
+        return []
+    for key in keys:
+        if key in obj:
+            value = obj[key]
+            return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+    return []
+
+
 def _ids_hex_to_base64(obj: dict[str, Any]) -> None:
     """OTLP JSON writes trace and span ids as hex, where the protobuf JSON mapping
     expects base64: convert them in place before json_format parses the rest."""
-    for rs in obj.get("resourceSpans") or obj.get("resource_spans") or ():
-        for ss in rs.get("scopeSpans") or rs.get("scope_spans") or ():
-            for i, span in enumerate(ss.get("spans") or ()):
+    for rs in _items(obj, "resourceSpans", "resource_spans"):
+        for ss in _items(rs, "scopeSpans", "scope_spans"):
+            for i, span in enumerate(_items(ss, "spans")):
                 for key in (
                     "traceId",
                     "trace_id",
@@ -153,7 +165,7 @@ def _ids_hex_to_base64(obj: dict[str, Any]) -> None:
                 ):
                     if key in span:
                         span[key] = _hex_to_base64(span[key], f"spans[{i}].{key}")
-                for link in span.get("links") or ():
+                for link in _items(span, "links"):
                     for key in ("traceId", "trace_id", "spanId", "span_id"):
                         if key in link:
                             link[key] = _hex_to_base64(link[key], f"spans[{i}].links.{key}")
@@ -228,10 +240,14 @@ class OTLPHTTPReceiver:
         # auto_decompress off: aiohttp would inflate gzip bodies itself, with no
         # bound on the inflated size; _read_gzip enforces the limit as it goes.
         runner = web.AppRunner(
-            self._app, access_log=None, handle_signals=False, auto_decompress=False
+            self._app,
+            access_log=None,
+            handle_signals=False,
+            auto_decompress=False,
+            shutdown_timeout=2.0,
         )
         await runner.setup()
-        site = web.TCPSite(runner, self.config.bind, self.config.port, shutdown_timeout=5.0)
+        site = web.TCPSite(runner, self.config.bind, self.config.port)
         try:
             await site.start()
         except OSError as exc:
