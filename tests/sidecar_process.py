@@ -183,6 +183,16 @@ class SidecarProcess:
             time.sleep(0.1)
         raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
 
+    def families_when(self, predicate: Any, what: str, timeout: float = 15.0) -> dict[str, Metric]:
+        """Scrape until `predicate(families)` holds; return those families."""
+
+        def check() -> dict[str, Metric] | None:
+            families = self.families()
+            return families if predicate(families) else None
+
+        result: dict[str, Metric] = self.wait_until(check, timeout=timeout, what=what)
+        return result
+
     def stop(self, timeout: float = 15.0) -> int:
         if self.proc is None:
             return 0
