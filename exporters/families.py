@@ -73,9 +73,9 @@ class _Family(Generic[S]):
         self.label_names = tuple(label_names)
         self.max_series = max_series
         self._on_overflow = on_overflow
-        self._series: dict[tuple[str, ...], S] = {}
+        self._series: dict[tuple[Any, ...], S] = {}
         # dict.get of the series map: hot loops call it without a method hop.
-        self.lookup: Callable[[tuple[str, ...]], S | None] = self._series.get
+        self.lookup: Callable[[tuple[Any, ...]], S | None] = self._series.get
 
     def _new(self, labels: str, now: float) -> S:
         raise NotImplementedError
@@ -84,14 +84,21 @@ class _Family(Generic[S]):
         """The series for `key` if it exists (does not touch it)."""
         return self._series.get(key)
 
-    def _slot(self, key: tuple[str, ...], now: float) -> S:
+    def _slot(
+        self, key: tuple[Any, ...], now: float, label_values: Sequence[str] | None = None
+    ) -> S:
+        """The series for `key`; `label_values` when the key is not itself the
+        label values (span metrics key by raw enums and render them as text)."""
         slot = self._series.get(key)
         if slot is None:
             if key != OVERFLOW and len(self._series) >= self.max_series:
                 if self._on_overflow is not None:
                     self._on_overflow()
                 return self._slot(OVERFLOW, now)
-            labels = OVERFLOW_LABELS if key == OVERFLOW else label_text(self.label_names, key)
+            if key == OVERFLOW:
+                labels = OVERFLOW_LABELS
+            else:
+                labels = label_text(self.label_names, key if label_values is None else label_values)
             slot = self._series[key] = self._new(labels, now)
         slot.last_seen = now
         return slot
@@ -164,12 +171,14 @@ class HistogramFamily(_Family[_Buckets]):
     def _new(self, labels: str, now: float) -> _Buckets:
         return _Buckets(labels, now, len(self.bounds) + 1)
 
-    def slot_for(self, key: tuple[str, ...], now: float) -> _Buckets:
+    def slot_for(
+        self, key: tuple[Any, ...], now: float, label_values: Sequence[str] | None = None
+    ) -> _Buckets:
         """The series for `key`, created (or the overflow series) if needed."""
-        return self._slot(key, now)
+        return self._slot(key, now, label_values)
 
     def observe(
-        self, key: tuple[str, ...], value: float, now: float, exemplar: Exemplar | None = None
+        self, key: tuple[Any, ...], value: float, now: float, exemplar: Exemplar | None = None
     ) -> tuple[_Buckets, int]:
         """Count `value`; returns the series and bucket index it went to, so that a
         caller can attach an exemplar later (span metrics do, once per batch)."""

@@ -19,6 +19,7 @@ Differences from the connector, on purpose:
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import time
 from collections.abc import Iterable
@@ -194,10 +195,24 @@ class SpanMetrics:
         now: float,
     ) -> None:
         """Count one span. SpanStream inlines this for speed; keep the two alike."""
-        key = (service, name, kind_text(kind), status_text(status), *dims)
-        slot, index = self.histogram.observe(key, duration, now)
+        key = (service, name, kind, status, *dims)
+        slot = self.histogram.lookup(key)
+        if slot is None:
+            slot = self.new_series(key, now)
+        slot.last_seen = now
+        index = bisect.bisect_left(self.histogram.bounds, duration)
+        slot.counts[index] += 1
+        slot.sum += duration
         if self.config.exemplars and take_exemplar(slot, index, now):
             self.touched.append((slot, index, span, duration))
+
+    def new_series(self, key: tuple[Any, ...], now: float) -> Any:
+        """Create the series for a key (service, span name, kind and status codes
+        as numbers, dimension values): the enums become their text labels here,
+        once, instead of per span."""
+        service, name, kind, status, *dims = key
+        labels = (service, name, kind_text(kind), status_text(status), *dims)
+        return self.histogram.slot_for(key, now, labels)
 
     def end_batch(self, now: float) -> None:
         """Make the batch's exemplars; expire old series."""

@@ -12,7 +12,7 @@ import bisect
 import time
 from typing import Any
 
-from exporters.spanmetrics import SPAN_KINDS, STATUS_CODES, SpanMetrics
+from exporters.spanmetrics import SpanMetrics
 from exporters.spanview import (
     STATUS_BY_BYTES,
     AttributeCache,
@@ -25,8 +25,6 @@ from exporters.trading import TradingMetrics
 __all__ = ["SpanStream"]
 
 UNKNOWN_SERVICE = "unknown_service"  # the OTel SDKs' default when service.name is unset
-_KINDS = {i: text for i, text in enumerate(SPAN_KINDS)}
-_STATUSES = {i: text for i, text in enumerate(STATUS_CODES)}
 
 
 class SpanStream:
@@ -55,14 +53,12 @@ class SpanStream:
             rate_limit_seen = trading.rate_limit_seen
         attribute = self.attributes.entries.__getitem__
         resolve = self.attributes.resolve
-        kinds = _KINDS
         status_codes = STATUS_BY_BYTES
-        statuses = _STATUSES
         if spanmetrics is not None:
             dim_keys = spanmetrics.dim_attributes
             histogram = spanmetrics.histogram
             find = histogram.lookup
-            slot_for = histogram.slot_for
+            new_series = spanmetrics.new_series
             bounds = histogram.bounds
             touched = spanmetrics.touched if spanmetrics.config.exemplars else None
             # The default (and usual) three dimensions get an unrolled path: it
@@ -105,8 +101,8 @@ class SpanStream:
                             key = (
                                 service,
                                 span.name,
-                                kinds.get(span.kind, "SPAN_KIND_UNSPECIFIED"),
-                                statuses.get(status, "STATUS_CODE_UNSET"),
+                                span.kind,
+                                status,
                                 get(k0, f0),
                                 get(k1, f1),
                                 get(k2, f2),
@@ -115,13 +111,13 @@ class SpanStream:
                             key = (
                                 service,
                                 span.name,
-                                kinds.get(span.kind, "SPAN_KIND_UNSPECIFIED"),
-                                statuses.get(status, "STATUS_CODE_UNSET"),
+                                span.kind,
+                                status,
                                 *map(get, dim_keys, fallbacks),
                             )
                         slot = find(key)
                         if slot is None:
-                            slot = slot_for(key, now)
+                            slot = new_series(key, now)
                         slot.last_seen = now
                         index = bisect.bisect_left(bounds, duration)
                         slot.counts[index] += 1
