@@ -194,6 +194,7 @@ class Forwarder:
         self._buffered = 0
         self._ready = asyncio.Event()
         self._idle = asyncio.Event()  # set whenever the buffer has been emptied
+        self._flush = asyncio.Event()  # set at shutdown: send now, do not wait to batch
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._channel: grpc.aio.Channel | None = None
@@ -271,6 +272,7 @@ class Forwarder:
 
     async def stop(self, grace: float) -> None:
         """Send what is buffered for up to `grace` seconds; count the rest dropped."""
+        self._flush.set()
         if (self._buffer or self._in_flight) and self._task is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace):
@@ -312,9 +314,12 @@ class Forwarder:
                 self._idle.set()
                 self._ready.clear()
                 await self._ready.wait()
-            if self._buffered < self.config.max_batch_spans:
-                # Give the batch a moment to fill: fewer, larger requests upstream.
-                await asyncio.sleep(self.config.batch_timeout)
+            if self._buffered < self.config.max_batch_spans and not self._flush.is_set():
+                # Give the batch a moment to fill: fewer, larger requests upstream
+                # (cut short when shutting down).
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.config.batch_timeout):
+                        await self._flush.wait()
             payload, spans = self._take_batch()
             self._in_flight = spans
             try:

@@ -125,3 +125,17 @@ def test_text_log_format(tmp_path: Path) -> None:
     assert r.returncode == 2
     assert "ERROR   tickscope: cannot listen for the admin server" in r.stderr
     assert not any(line.startswith("{") for line in r.stderr.splitlines())
+
+
+def test_run_with_an_otlp_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        path = write_config(tmp_path, {"receiver": {"http": {"port": port}}})
+        r = run_cli("run", "--config", str(path))
+    assert r.returncode == 2
+    assert error_lines(r.stderr) == [
+        f"cannot listen for OTLP/HTTP on 127.0.0.1:{port} (receiver.http.port): "
+        "address already in use (another process listens there)"
+    ]

@@ -173,3 +173,17 @@ def test_permanent_errors_and_partial_success_are_counted_as_failed(
     send(s, request("svc-perm", many("op", 10)).SerializeToString())
     s.wait_until(lambda: forward_counts(s)["sent"] == 7, what="partial success split")
     assert forward_counts(s)["failed"] == 7 + 3
+
+
+def test_sigterm_flushes_buffered_spans_upstream(start_sidecar: StartSidecar, sinks: list) -> None:
+    sink = HTTPSink().start()
+    sinks.append(sink)
+    # A long batch timeout: spans are still buffered when SIGTERM arrives.
+    s = start_sidecar(forward_config(f"http://127.0.0.1:{sink.port}", batch_timeout="5s"))
+    sent = request("svc-flush", many("op", 40))
+    send(s, sent.SerializeToString())
+    s.wait_until(lambda: forward_counts(s)["buffered"] == 40, what="buffered")
+    assert sink.span_count() == 0
+    assert s.stop() == 0
+    assert sink.span_count() == 40
+    assert span_bytes(sink.requests()) == span_bytes([sent])

@@ -455,3 +455,19 @@ def test_unknown_path_and_method(sidecar: SidecarProcess) -> None:
     from sidecar_process import http_get
 
     assert http_get(traces_url(sidecar)).status == 405
+
+
+def test_status_page_shows_spans_and_series(sidecar: SidecarProcess) -> None:
+    body = request("svc-status", [{"name": "op"}] * 3).SerializeToString()
+    assert http_post(traces_url(sidecar), body, PROTOBUF).status == 200
+    wait_for_calls(sidecar, "svc-status", 3)
+    status = sidecar.get("/?format=json").json()
+    spans = status["spans"]
+    assert spans["processed"] >= 3
+    assert spans["per_second"] > 0
+    assert spans["series"] >= 1 and spans["series_limit"] == 2000
+    assert spans["receivers"] == sidecar.receivers
+    page = sidecar.get("/").text
+    assert "spans: " in page and "span metrics series" in page
+    ready = {c["name"]: c["ready"] for c in sidecar.get("/readyz").json()["checks"]}
+    assert ready["receiver:otlp_http"] and ready["receiver:otlp_grpc"]
