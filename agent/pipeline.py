@@ -47,20 +47,21 @@ class RateMeter:
         self._marks: collections.deque[tuple[float, int]] = collections.deque()
 
     def add(self, count: int) -> None:
-        self.total += count
         now = time.monotonic()
         if not self._marks or now - self._marks[-1][0] >= 1.0:
+            # A mark is (time, total before that time's spans).
             self._marks.append((now, self.total))
             while len(self._marks) > 2 and now - self._marks[1][0] >= self.window:
                 self._marks.popleft()
+        self.total += count
 
     def rate(self) -> float:
         if not self._marks:
             return 0.0
-        now = time.monotonic()
         since, base = self._marks[0]
-        elapsed = now - since
-        return (self.total - base) / elapsed if elapsed > 0 else 0.0
+        # At least a second, so that one batch just in does not read as a burst.
+        elapsed = max(1.0, time.monotonic() - since)
+        return (self.total - base) / elapsed
 
 
 Consumer = Callable[[TraceBatch], None]
