@@ -71,3 +71,24 @@ SELF_COUNTERS = ["tickscope_collect_errors"]
 PROMTOOL_ALLOWED = (
     r"^node_memory_\w+ metric names should be written in 'snake_case' not 'camelCase'$"
 )
+
+# Span-derived families (present once spans of the right kind arrived).
+SPAN_COUNTERS = ["traces_span_metrics_calls"]
+SPAN_HISTOGRAMS = ["traces_span_metrics_duration_seconds"]
+TRADING_COUNTERS = ["trading_orders", "exchange_rate_limit_hits", "exchange_api_errors"]
+TRADING_HISTOGRAMS = ["trading_order_latency_seconds"]
+TRADING_GAUGES = ["exchange_rate_limit_used_ratio"]
+SPAN_PATH_SELF = [
+    "tickscope_receiver_received_spans_total",
+    "tickscope_receiver_accepted_spans_total",
+    "tickscope_receiver_rejected_spans_total",
+    "tickscope_receiver_rejected_requests_total",
+    "tickscope_pipeline_queue_spans",
+    "tickscope_pipeline_queue_capacity_spans",
+    "tickscope_pipeline_dropped_spans_total",
+    "tickscope_spanmetrics_series",
+    "tickscope_spanmetrics_overflow_total",
+    "tickscope_forward_sent_spans_total",
+    "tickscope_forward_failed_spans_total",
+    "tickscope_forward_dropped_spans_total",
+]

@@ -41,3 +41,21 @@ def test_metrics_reference_lists_every_contract_metric() -> None:
     names += [f"{n}_total" for n in HOST_COUNTERS + ENGINE_COUNTERS + SELF_COUNTERS]
     missing = [n for n in names if grouped.get(n, f"`{n}`") not in text]
     assert missing == [], f"docs/metrics.md does not list {missing}"
+
+
+def test_metrics_reference_lists_the_span_path() -> None:
+    from contract import (
+        SPAN_COUNTERS,
+        SPAN_HISTOGRAMS,
+        SPAN_PATH_SELF,
+        TRADING_COUNTERS,
+        TRADING_GAUGES,
+        TRADING_HISTOGRAMS,
+    )
+
+    text = (DOCS / "metrics.md").read_text()
+    names = [f"{n}_total" for n in SPAN_COUNTERS + TRADING_COUNTERS]
+    names += SPAN_HISTOGRAMS + TRADING_HISTOGRAMS + TRADING_GAUGES
+    names += [n for n in SPAN_PATH_SELF if not n.startswith("tickscope_pipeline_queue")]
+    missing = [n for n in names if f"`{n}`" not in text]
+    assert missing == [], f"docs/metrics.md does not list {missing}"

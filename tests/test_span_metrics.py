@@ -334,3 +334,45 @@ def test_text_and_openmetrics_expositions_parse(start_sidecar: StartSidecar) -> 
     )
     text = s.metrics_text()
     assert len(list(text_string_to_metric_families(text))) > 10
+
+
+def test_span_path_contract_types(start_sidecar: StartSidecar) -> None:
+    from contract import (
+        SPAN_COUNTERS,
+        SPAN_HISTOGRAMS,
+        SPAN_PATH_SELF,
+        TRADING_COUNTERS,
+        TRADING_GAUGES,
+        TRADING_HISTOGRAMS,
+    )
+
+    s = start_sidecar({"host": {"enabled": False}})
+    attrs = {
+        "exchange.id": "binance",
+        "ccxt.method": "create_order",
+        "error.type": "RateLimitExceeded",
+        "trading.ratelimit.used": 5,
+        "trading.ratelimit.limit": 10,
+    }
+    post(
+        s,
+        request(
+            "svc-contract", [{"name": "ccxt.create_order", "attributes": attrs, "status": ERROR}]
+        ).SerializeToString(),
+    )
+    for openmetrics in (False, True):
+        families = (
+            s.families_when(lambda f: "trading_orders" in f, "trading metrics")
+            if not openmetrics
+            else s.families(openmetrics=True)
+        )
+        for name in SPAN_COUNTERS + TRADING_COUNTERS:
+            assert families[name].type == "counter", name
+        for name in SPAN_HISTOGRAMS + TRADING_HISTOGRAMS:
+            assert families[name].type == "histogram", name
+        for name in TRADING_GAUGES:
+            assert families[name].type == "gauge", name
+    text = s.metrics_text()
+    for name in SPAN_PATH_SELF:
+        if not name.startswith("tickscope_forward_"):  # only with forwarding on (test_forward)
+            assert f"\n{name}" in text, name
