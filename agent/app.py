@@ -10,6 +10,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from prometheus_client import Counter
+
 from agent.collectors.base import Source
 from agent.collectors.engine import EngineProcessCollector
 from agent.collectors.engine.finder import PidFileError, check_pid_file
@@ -104,23 +106,41 @@ class Sidecar:
         if config.trading.enabled:
             self.trading = TradingMetrics(config.trading, self.registry)
             rendered.append(self.trading)
+        stream: SpanStream | None = None
         if self.spanmetrics is not None or self.trading is not None:
             stream = SpanStream(self.spanmetrics, self.trading)
+            invalid = Counter(
+                "tickscope_receiver_invalid_attributes_total",
+                "Span attributes that did not decode as OTLP KeyValues (left out of the metrics).",
+                registry=self.registry,
+            )
 
             def aggregate(batch: TraceBatch) -> None:
+                before = stream.attributes.invalid
                 stream.consume_view(batch.view)
+                if stream.attributes.invalid != before:
+                    invalid.inc(stream.attributes.invalid - before)
 
             pipeline.add_consumer("span_metrics", aggregate)
         if config.forward.enabled:
             forwarder = self.forwarder = Forwarder(config.forward, self.registry)
 
             def forward(batch: TraceBatch) -> None:
+                if stream is not None and not stream.last_batch_valid:
+                    # The upstream would refuse it, and everything batched with it.
+                    forwarder.drop(batch.spans, "invalid")
+                    return
                 forwarder.offer(batch.payload, batch.spans)
 
             pipeline.add_consumer("forward", forward)
         intake = Intake(pipeline, ReceiverMetrics(self.registry, receivers))
         if config.receiver.http.enabled:
-            self.http_receiver = OTLPHTTPReceiver(config.receiver.http, intake, self.health)
+            self.http_receiver = OTLPHTTPReceiver(
+                config.receiver.http,
+                intake,
+                self.health,
+                shutdown_grace=config.server.shutdown_timeout * 0.1,
+            )
         if config.receiver.grpc.enabled:
             self.grpc_receiver = OTLPGRPCReceiver(config.receiver.grpc, intake, self.health)
 
@@ -164,10 +184,11 @@ class Sidecar:
         budget = self.config.server.shutdown_timeout
         # Not ready first, so Kubernetes stops routing to the pod while we wind down.
         self.health.shutting_down()
+        # Shares of the budget; the last 20% is left for the collectors and the admin server.
         if self.http_receiver is not None:
             await self.http_receiver.stop()
         if self.grpc_receiver is not None:
-            await self.grpc_receiver.stop(grace=budget * 0.2)
+            await self.grpc_receiver.stop(grace=budget * 0.1)
         if self.pipeline is not None:
             await self.pipeline.stop(grace=budget * 0.2)
         if self.forwarder is not None:

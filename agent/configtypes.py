@@ -8,12 +8,14 @@ regular expressions that are compiled, and so checked, at load time.
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ByteSize, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ByteSize, ConfigDict, Field
 
 __all__ = [
+    "Buckets",
     "Bytes",
     "Duration",
     "ListenHost",
@@ -85,3 +87,18 @@ def _compile(value: Any) -> Any:
 
 
 Regex = Annotated[re.Pattern[str], BeforeValidator(_compile)]
+
+
+def _increasing(bounds: list[float]) -> list[float]:
+    if any(b <= a for a, b in itertools.pairwise(bounds)):
+        raise ValueError("bucket bounds must be strictly increasing")
+    return bounds
+
+
+# Histogram bucket upper bounds in seconds: positive, finite, strictly increasing
+# (+Inf is always added).
+Buckets = Annotated[
+    list[Annotated[float, Field(gt=0, allow_inf_nan=False)]],
+    AfterValidator(_increasing),
+    Field(min_length=1, max_length=64),
+]

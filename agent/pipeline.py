@@ -89,12 +89,17 @@ class Pipeline:
         ).set(capacity_spans)
         self.dropped = Counter(
             "tickscope_pipeline_dropped_spans_total",
-            "Spans accepted but not processed, by reason (consumer_error, shutdown).",
+            "Spans accepted but never processed, by reason (shutdown).",
             ["reason"],
             registry=registry,
         )
-        for reason in ("consumer_error", "shutdown"):
-            self.dropped.labels(reason)
+        self.dropped.labels("shutdown")
+        self.consumer_errors = Counter(
+            "tickscope_pipeline_consumer_errors_total",
+            "Batches a consumer (span_metrics, forward) failed on; the others still got them.",
+            ["consumer"],
+            registry=registry,
+        )
         self.processed_total = Counter(
             "tickscope_pipeline_processed_spans_total",
             "Spans taken off the queue and handed to the consumers.",
@@ -103,6 +108,7 @@ class Pipeline:
 
     def add_consumer(self, name: str, consumer: Consumer) -> None:
         self._consumers.append((name, consumer))
+        self.consumer_errors.labels(name)
 
     @property
     def queued_spans(self) -> int:
@@ -162,7 +168,7 @@ class Pipeline:
             try:
                 consumer(batch)
             except Exception:
-                self.dropped.labels("consumer_error").inc(batch.spans)
+                self.consumer_errors.labels(name).inc()
                 log.exception("consumer failed on a batch", extra={"consumer": name})
         self.processed.add(batch.spans)
         self.processed_total.inc(batch.spans)

@@ -30,7 +30,9 @@ __all__ = [
     "take_exemplar",
 ]
 
-OVERFLOW = ("__overflow__",)
+# A key no label tuple can equal (it holds a non-string), so no label value can
+# impersonate the overflow series.
+OVERFLOW: tuple[Any, ...] = (object(),)
 OVERFLOW_LABELS = 'otel_metric_overflow="true"'
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import datetime
 import email.utils
 import gzip
 import logging
@@ -33,9 +34,9 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from pydantic import Field, model_validator
+from pydantic import ByteSize, Field, model_validator
 
-from agent.configtypes import Duration, StrictModel
+from agent.configtypes import Bytes, Duration, StrictModel
 
 __all__ = ["ForwardConfig", "Forwarder"]
 
@@ -44,6 +45,8 @@ log = logging.getLogger("tickscope.forward")
 TRACE_EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 RETRYABLE_HTTP = frozenset({429, 502, 503, 504})
 # The OTLP specification's retryable gRPC codes.
+# (RESOURCE_EXHAUSTED only with a RetryInfo: without one it means "too large", and
+# sending the same bytes again cannot help.)
 RETRYABLE_GRPC = frozenset(
     {
         grpc.StatusCode.CANCELLED,
@@ -52,7 +55,6 @@ RETRYABLE_GRPC = frozenset(
         grpc.StatusCode.OUT_OF_RANGE,
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.DATA_LOSS,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
     }
 )
 
@@ -88,6 +90,11 @@ class ForwardConfig(StrictModel):
         65536, ge=1, description="Spans held for the upstream; past it, new spans are dropped."
     )
     max_batch_spans: int = Field(8192, ge=1, description="Most spans sent in one request.")
+    max_batch_bytes: Bytes = Field(
+        ByteSize(4 * 1024 * 1024),
+        description="Most bytes sent in one request (a received request larger than this "
+        "goes alone); the Collector's gRPC receiver takes 4 MiB by default.",
+    )
     batch_timeout: Duration = Field(
         0.2, description="How long a batch may wait to fill before it is sent."
     )
@@ -157,6 +164,8 @@ def _retry_after(value: str | None) -> float | None:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:  # HTTP dates are GMT (RFC 9110)
+        when = when.replace(tzinfo=datetime.UTC)
     return max(0.0, when.timestamp() - time.time())
 
 
@@ -213,11 +222,12 @@ class Forwarder:
         )
         self.dropped = Counter(
             "tickscope_forward_dropped_spans_total",
-            "Spans never sent: the forward buffer was full, or still held at shutdown.",
+            "Spans never sent: the forward buffer was full (buffer_full), still held at "
+            "shutdown (shutdown), or held an attribute that does not decode (invalid).",
             ["reason"],
             registry=registry,
         )
-        for reason in ("buffer_full", "shutdown"):
+        for reason in ("buffer_full", "shutdown", "invalid"):
             self.dropped.labels(reason)
         Gauge(
             "tickscope_forward_buffer_spans",
@@ -231,6 +241,10 @@ class Forwarder:
         ).set(config.buffer_spans)
 
     # -- fed by the pipeline --------------------------------------------------
+
+    def drop(self, spans: int, reason: str) -> None:
+        """Count spans that will not be offered at all (e.g. reason "invalid")."""
+        self.dropped.labels(reason).inc(spans)
 
     def offer(self, payload: bytes, spans: int) -> bool:
         if self._buffered + spans > self.config.buffer_spans:
@@ -273,38 +287,48 @@ class Forwarder:
     async def stop(self, grace: float) -> None:
         """Send what is buffered for up to `grace` seconds; count the rest dropped."""
         self._flush.set()
-        if (self._buffer or self._in_flight) and self._task is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(grace):
-                    await self._idle.wait()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        left = self._buffered + self._in_flight
-        if left:
-            self.dropped.labels("shutdown").inc(left)
-            log.warning("spans not forwarded at shutdown", extra={"spans": left})
-        self._buffer.clear()
-        self._buffered = 0
-        self._in_flight = 0
-        if self._session is not None:
-            await self._session.close()
-        if self._channel is not None:
-            await self._channel.close()
+        try:
+            if (self._buffer or self._in_flight) and self._task is not None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(grace):
+                        await self._idle.wait()
+        finally:
+            # Counted before cancelling: the batch in flight never completes after this.
+            left = self._buffered + self._in_flight
+            if self._task is not None:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._task
+                self._task = None
+            if left:
+                self.dropped.labels("shutdown").inc(left)
+                log.warning("spans not forwarded at shutdown", extra={"spans": left})
+            self._buffer.clear()
+            self._buffered = 0
+            self._in_flight = 0
+            if self._session is not None:
+                await self._session.close()
+            if self._channel is not None:
+                await self._channel.close()
 
     # -- sending --------------------------------------------------------------
 
     def _take_batch(self) -> tuple[bytes, int]:
         parts: list[bytes] = []
         spans = 0
+        size = 0
+        limit = self.config.max_batch_bytes
         while self._buffer and (
-            not parts or spans + self._buffer[0][1] <= self.config.max_batch_spans
+            not parts
+            or (
+                spans + self._buffer[0][1] <= self.config.max_batch_spans
+                and size + len(self._buffer[0][0]) <= limit
+            )
         ):
             payload, count = self._buffer.popleft()
             parts.append(payload)
             spans += count
+            size += len(payload)
         self._buffered -= spans
         return b"".join(parts), spans
 
@@ -324,8 +348,13 @@ class Forwarder:
             self._in_flight = spans
             try:
                 await self._deliver(payload, spans)
-            finally:
-                self._in_flight = 0
+            except asyncio.CancelledError:
+                raise  # stop() counts the batch in flight as dropped
+            except Exception:
+                # Whatever went wrong, the sender must live on and the spans be counted.
+                self.failed.inc(spans)
+                log.exception("forwarding a batch failed unexpectedly")
+            self._in_flight = 0
 
     async def _deliver(self, payload: bytes, spans: int) -> None:
         retry = self.config.retry
@@ -341,7 +370,8 @@ class Forwarder:
                 self.sent.inc(spans)
                 return
             if not result.retryable:
-                accepted = spans - result.rejected if result.rejected else 0
+                # An upstream may claim to have rejected more than it was sent.
+                accepted = spans - min(spans, result.rejected) if result.rejected else 0
                 self.sent.inc(accepted)
                 self.failed.inc(spans - accepted)
                 self._warn(f"upstream refused spans: {result.message}")
@@ -397,8 +427,11 @@ class Forwarder:
             )
         except grpc.aio.AioRpcError as error:
             message = f"gRPC {error.code().name}: {error.details()}"
-            if error.code() in RETRYABLE_GRPC:
-                return SendResult(True, _grpc_retry_delay(error), message)
+            delay = _grpc_retry_delay(error)
+            if error.code() in RETRYABLE_GRPC or (
+                error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and delay is not None
+            ):
+                return SendResult(True, delay, message)
             return SendResult(False, None, message)
         rejected = response.partial_success.rejected_spans
         if rejected:

@@ -38,13 +38,20 @@ class SpanStream:
             wanted |= trading.wanted_attributes
         self.attributes = AttributeCache(wanted)
         self.spans = 0
+        self.last_batch_valid = True
 
     def consume(self, raw: bytes) -> int:
         """Aggregate one serialized ExportTraceServiceRequest; returns its span count."""
         return self.consume_view(decode_traces(raw))
 
     def consume_view(self, view: Any) -> int:
-        """Aggregate one request already parsed by exporters.spanview."""
+        """Aggregate one request already parsed by exporters.spanview.
+
+        Afterwards `last_batch_valid` says whether every attribute in it decoded
+        (an attribute that does not is left out of the metrics, and the batch must
+        not be forwarded: an upstream would refuse it, with whatever it is batched with).
+        """
+        invalid_before = self.attributes.invalid
         now = time.monotonic()
         spanmetrics = self.spanmetrics
         trading = self.trading
@@ -96,12 +103,15 @@ class SpanStream:
                     if duration < 0:
                         duration = 0.0  # clock skew between start and end: count it, as zero
                     if spanmetrics is not None:
+                        kind = span.kind
+                        if kind > 5 or kind < 0:
+                            kind = 0  # an unknown enum value renders as UNSPECIFIED: key it so
                         get = attrs.get
                         if three_dims:
                             key = (
                                 service,
                                 span.name,
-                                span.kind,
+                                kind,
                                 status,
                                 get(k0, f0),
                                 get(k1, f1),
@@ -111,7 +121,7 @@ class SpanStream:
                             key = (
                                 service,
                                 span.name,
-                                span.kind,
+                                kind,
                                 status,
                                 *map(get, dim_keys, fallbacks),
                             )
@@ -142,4 +152,5 @@ class SpanStream:
         if trading is not None:
             trading.end_batch(now)
         self.spans += count
+        self.last_batch_valid = self.attributes.invalid == invalid_before
         return count

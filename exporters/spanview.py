@@ -5,7 +5,8 @@ Python: upb builds a wrapper object for every attribute KeyValue and AnyValue
 touched, ~400 ns per attribute, and a shim span carries ten. So requests are
 parsed through a *view*: opentelemetry-proto's own descriptors, copied at import,
 with Span.attributes and Span.status retyped as `bytes` (the same wire format,
-so the protobuf runtime still checks every byte of the request's structure).
+so the protobuf runtime checks the request's structure, though not what is
+inside an attribute or a status: those are checked when decoded, below).
 Each attribute then arrives as its serialized KeyValue, which is looked up in a
 cache keyed by those bytes and decoded with opentelemetry-proto's KeyValue class
 on a miss. Attributes repeat across spans (exchange.id=binance,
@@ -149,6 +150,8 @@ def status_code_of(raw: bytes) -> int:
         code = int(trace_pb2.Status.FromString(raw).code)
     except Exception:
         code = 0
+    if not 0 <= code <= 2:
+        code = 0  # unknown codes render as UNSET; keying them apart would duplicate series
     # Only messages without a description are worth keeping: those with one vary.
     if len(STATUS_BY_BYTES) < 64:
         STATUS_BY_BYTES[raw] = code

@@ -27,7 +27,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import Field
 
-from agent.configtypes import Duration, Regex, StrictModel
+from agent.configtypes import Buckets, Duration, Regex, StrictModel
 from exporters.families import (
     CounterFamily,
     GaugeFamily,
@@ -88,10 +88,9 @@ class TradingConfig(StrictModel):
     rate_limit_ratio_ttl: Duration = Field(
         120.0, description="exchange_rate_limit_used_ratio is dropped after this long without news."
     )
-    order_latency_buckets: list[float] = Field(
+    order_latency_buckets: Buckets = Field(
         default_factory=lambda: list(DEFAULT_BUCKETS),
-        min_length=1,
-        description="Bucket bounds of trading_order_latency_seconds, in seconds.",
+        description="Bucket bounds of trading_order_latency_seconds, in seconds, increasing.",
     )
     max_series: int = Field(
         1000, ge=1, description="Cardinality limit per trading metric (overflow as for spans)."

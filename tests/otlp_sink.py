@@ -26,6 +26,7 @@ class Answer:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
+    delay: float = 0.0  # seconds to wait before answering (a hung upstream)
 
 
 @dataclass
@@ -48,6 +49,8 @@ class HTTPSink:
         body = await request.read()
         self.received.append(Received(time.monotonic(), body, dict(request.headers)))
         answer = self.answer(len(self.received))
+        if answer.delay:
+            await asyncio.sleep(answer.delay)
         return web.Response(
             status=answer.status,
             body=answer.body,
@@ -90,12 +93,14 @@ class HTTPSink:
 
 
 class GRPCSink:
-    def __init__(self) -> None:
+    def __init__(self, fail: grpc.StatusCode | None = None) -> None:
         self.received: list[bytes] = []
         self.server = grpc.server(futures.ThreadPoolExecutor(4))
 
         def export(raw: bytes, context: grpc.ServicerContext) -> ExportTraceServiceResponse:
             self.received.append(raw)
+            if fail is not None:
+                context.abort(fail, "told to fail")
             return ExportTraceServiceResponse()
 
         handler = grpc.method_handlers_generic_handler(

@@ -246,3 +246,37 @@ def test_negative_interval_is_rejected() -> None:
     assert problems(None, {"TICKSCOPE_HOST__INTERVAL": "0"}) == [
         "host.interval: Input should be greater than 0 (from TICKSCOPE_HOST__INTERVAL)"
     ]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"TICKSCOPE_SPANMETRICS__BUCKETS": "[1.0, 0.5]"},
+            "spanmetrics.buckets: bucket bounds must be strictly increasing",
+        ),
+        (
+            {"TICKSCOPE_TRADING__ORDER_LATENCY_BUCKETS": "[0.1, 0.1]"},
+            "trading.order_latency_buckets: bucket bounds must be strictly increasing",
+        ),
+        (
+            {"TICKSCOPE_SPANMETRICS__BUCKETS": "[0, 1]"},
+            "spanmetrics.buckets[0]: Input should be greater than 0",
+        ),
+        (
+            {"TICKSCOPE_SPANMETRICS__DIMENSIONS": '[{"name": "le", "attribute": "x"}]'},
+            "spanmetrics.dimensions: dimension name 'le' is reserved",
+        ),
+        (
+            {"TICKSCOPE_FORWARD__ENABLED": "true"},
+            "forward: endpoint is required when forwarding is enabled",
+        ),
+        (
+            {"TICKSCOPE_FORWARD__ENDPOINT": "collector:4317"},
+            "forward: endpoint 'collector:4317' must be an http:// or https:// URL with a host",
+        ),
+    ],
+)
+def test_span_path_config_errors(env: dict[str, str], message: str) -> None:
+    found = problems(None, env)
+    assert len(found) == 1 and found[0].startswith(message), found

@@ -187,3 +187,101 @@ def test_sigterm_flushes_buffered_spans_upstream(start_sidecar: StartSidecar, si
     assert s.stop() == 0
     assert sink.span_count() == 40
     assert span_bytes(sink.requests()) == span_bytes([sent])
+
+
+def test_an_upstream_claiming_too_many_rejections_does_not_stop_forwarding(
+    start_sidecar: StartSidecar, sinks: list
+) -> None:
+    silly = ExportTraceServiceResponse()
+    silly.partial_success.rejected_spans = 999
+    sink = HTTPSink(
+        answer=lambda n: Answer(200, body=silly.SerializeToString()) if n == 1 else Answer()
+    ).start()
+    sinks.append(sink)
+    s = start_sidecar(forward_config(f"http://127.0.0.1:{sink.port}"))
+    send(s, request("svc-silly", many("op", 10)).SerializeToString())
+    s.wait_until(lambda: forward_counts(s)["failed"] == 10, what="all 10 failed, not 999")
+    send(s, request("svc-silly", many("op", 4)).SerializeToString())
+    s.wait_until(lambda: forward_counts(s)["sent"] == 4, what="the sender lives on")
+
+
+def test_resource_exhausted_without_retry_info_is_not_retried(
+    start_sidecar: StartSidecar, sinks: list
+) -> None:
+    import grpc
+
+    sink = GRPCSink(fail=grpc.StatusCode.RESOURCE_EXHAUSTED).start()
+    sinks.append(sink)
+    s = start_sidecar(forward_config(f"http://127.0.0.1:{sink.port}", protocol="grpc"))
+    send(s, request("svc-exhausted", many("op", 6)).SerializeToString())
+    s.wait_until(lambda: forward_counts(s)["failed"] == 6, what="failed for good")
+    time.sleep(0.4)
+    assert len(sink.received) == 1
+
+
+def test_batches_respect_max_batch_bytes(start_sidecar: StartSidecar, sinks: list) -> None:
+    sink = HTTPSink().start()
+    sinks.append(sink)
+    s = start_sidecar(
+        forward_config(
+            f"http://127.0.0.1:{sink.port}", max_batch_bytes="20KiB", batch_timeout="300ms"
+        )
+    )
+    bodies = [
+        request("svc-bytes", many("op", 100, attributes={"pad": "x" * 100})).SerializeToString()
+        for _ in range(4)
+    ]
+    assert all(10_000 < len(b) < 20_000 for b in bodies)
+    for body in bodies:
+        send(s, body)
+    s.wait_until(lambda: sink.span_count() == 400, what="all spans")
+    assert len(sink.received) == 4
+    assert all(len(r.body) <= 20 * 1024 for r in sink.received)
+
+
+def test_a_hung_upstream_at_shutdown_counts_the_batch_in_flight(
+    start_sidecar: StartSidecar, sinks: list
+) -> None:
+    sink = HTTPSink(answer=lambda n: Answer(delay=30)).start()
+    sinks.append(sink)
+    s = start_sidecar(
+        {
+            **forward_config(f"http://127.0.0.1:{sink.port}"),
+            "server": {"bind": "127.0.0.1", "port": 0, "shutdown_timeout": "2s"},
+        }
+    )
+    send(s, request("svc-hung", many("op", 15)).SerializeToString())
+    s.wait_until(lambda: len(sink.received) == 1, what="the export is in flight")
+    assert s.stop() == 0
+    lost = s.wait_for_log("spans not forwarded at shutdown")
+    assert lost["spans"] == 15
+
+
+def test_a_request_with_an_undecodable_attribute_is_counted_not_forwarded(
+    start_sidecar: StartSidecar, sinks: list
+) -> None:
+    from exporters.spanview import TracesView
+
+    sink = HTTPSink().start()
+    sinks.append(sink)
+    s = start_sidecar(forward_config(f"http://127.0.0.1:{sink.port}"))
+    good = request("svc-bad-attr", many("op", 3, attributes={"exchange.id": "binance"}))
+    view = TracesView.FromString(good.SerializeToString())
+    # A KeyValue whose key is not UTF-8: the request's structure is fine, its inside is not.
+    view.resource_spans[0].scope_spans[0].spans[1].attributes.append(b"\n\x02\xff\xfe\x12\x00")
+    send(s, view.SerializeToString())
+    f = s.families_when(
+        lambda f: sample_value(f["tickscope_receiver_invalid_attributes"]) == 1,
+        "invalid attribute counted",
+    )
+    assert (
+        sum(
+            x.value
+            for x in f["traces_span_metrics_calls"].samples
+            if x.labels.get("service_name") == "svc-bad-attr"
+        )
+        == 3
+    )
+    assert sample_value(f["tickscope_forward_dropped_spans"], reason="invalid") == 3
+    send(s, good.SerializeToString())
+    s.wait_until(lambda: sink.span_count() == 3, what="the good request is forwarded")

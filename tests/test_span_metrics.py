@@ -376,3 +376,28 @@ def test_span_path_contract_types(start_sidecar: StartSidecar) -> None:
     for name in SPAN_PATH_SELF:
         if not name.startswith("tickscope_forward_"):  # only with forwarding on (test_forward)
             assert f"\n{name}" in text, name
+
+
+def test_unknown_enum_values_do_not_duplicate_series(start_sidecar: StartSidecar) -> None:
+    s = start_sidecar({"host": {"enabled": False}})
+    post(
+        s,
+        request(
+            "svc-enum",
+            [
+                {"name": "op", "kind": 0},
+                {"name": "op", "kind": 7},
+                {"name": "op", "kind": 0, "status": 5},
+            ],
+        ).SerializeToString(),
+    )
+    families = wait_for_calls(s, "svc-enum", 3)
+    samples = [
+        x
+        for x in families["traces_span_metrics_calls"].samples
+        if x.labels.get("service_name") == "svc-enum"
+    ]
+    assert len(samples) == 1
+    assert samples[0].labels["span_kind"] == "SPAN_KIND_UNSPECIFIED"
+    assert samples[0].labels["status_code"] == "STATUS_CODE_UNSET"
+    assert samples[0].value == 3

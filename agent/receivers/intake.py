@@ -107,7 +107,6 @@ class Intake:
         if not _all_ids_valid(request):
             rejected = _drop_invalid(request)
             payload = request.SerializeToString()
-            metrics.rejected_spans.labels(receiver, "invalid_span").inc(rejected)
         accepted = total - rejected
         message = (
             f"{rejected} span(s) rejected: trace_id must be 16 bytes and span_id 8 bytes, "
@@ -116,8 +115,11 @@ class Intake:
             else ""
         )
         if accepted and not self.pipeline.offer(TraceBatch(payload, accepted, receiver, request)):
+            # The client retries the whole request: its invalid spans are counted then.
             metrics.rejected_spans.labels(receiver, "queue_full").inc(accepted)
             metrics.rejected_requests.labels(receiver, "queue_full").inc()
             return Outcome(0, rejected, refused=True, message=message)
+        if rejected:
+            metrics.rejected_spans.labels(receiver, "invalid_span").inc(rejected)
         metrics.accepted.labels(receiver).inc(accepted)
         return Outcome(accepted, rejected, message=message)

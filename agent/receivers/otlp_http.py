@@ -222,8 +222,11 @@ def status_body(error: RequestError, content_type: str, retry_after: int | None 
 
 
 class OTLPHTTPReceiver:
-    def __init__(self, config: OTLPHTTPConfig, intake: Intake, health: Health) -> None:
+    def __init__(
+        self, config: OTLPHTTPConfig, intake: Intake, health: Health, shutdown_grace: float = 2.0
+    ) -> None:
         self.config = config
+        self.shutdown_grace = shutdown_grace
         self.intake = intake
         self.health = health
         self.port: int | None = None
@@ -244,7 +247,7 @@ class OTLPHTTPReceiver:
             access_log=None,
             handle_signals=False,
             auto_decompress=False,
-            shutdown_timeout=2.0,
+            shutdown_timeout=self.shutdown_grace,
         )
         await runner.setup()
         site = web.TCPSite(runner, self.config.bind, self.config.port)
@@ -264,6 +267,7 @@ class OTLPHTTPReceiver:
         )
 
     async def stop(self) -> None:
+        """Stop listening; requests in flight get `shutdown_grace` seconds to finish."""
         self._closing = True
         if self._runner is not None:
             await self._runner.cleanup()
@@ -287,7 +291,9 @@ class OTLPHTTPReceiver:
         except Exception:
             log.exception("OTLP/HTTP request failed")
             error = RequestError(500, "internal", "internal error", code_pb2.INTERNAL)
-            return self._reject(error, JSON)
+            return self._reject(
+                error, PROTOBUF if request.content_type in _PROTOBUF_TYPES else JSON
+            )
         finally:
             self._duration.observe(time.perf_counter() - started)
 
