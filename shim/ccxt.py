@@ -307,21 +307,23 @@ def instrument_ccxt(
     tracer_provider: TracerProvider | None = None, rate_limits: Mapping[str, float] | None = None
 ) -> None:
     """Instrument every ccxt exchange created from now on (sync and async_support)."""
-    from ccxt.base.exchange import Exchange  # imported here: the shim alone must not load ccxt
+    # Imported here: importing the shim alone must not load ccxt (~80 MB).
+    from ccxt.base.exchange import BaseExchange
 
     with _patch_lock:
-        if Exchange in _patched_init:
+        if BaseExchange in _patched_init:
             return
-        original = Exchange.__init__
+        original = BaseExchange.__init__
 
         @functools.wraps(original)
         def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
             original(self, *args, **kwargs)
-            # async_support's Exchange calls this __init__ from its own: both end up here.
+            # Both ccxt.Exchange and ccxt.async_support's Exchange derive from this
+            # BaseExchange and run its __init__: every exchange ends up here.
             instrument_exchange(self, tracer_provider, rate_limits)
 
-        _patched_init[Exchange] = original
-        setattr(Exchange, "__init__", __init__)  # noqa: B010 - assigning a method on the class
+        _patched_init[BaseExchange] = original
+        setattr(BaseExchange, "__init__", __init__)  # noqa: B010 - assigning a method on the class
 
 
 def uninstrument_ccxt() -> None:

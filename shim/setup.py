@@ -200,7 +200,8 @@ def configure(
                 span_exporter,
                 max_queue_size=max_queue_size,
                 schedule_delay_millis=schedule_delay_millis,
-                max_export_batch_size=max_export_batch_size,
+                # The SDK refuses a batch larger than the queue.
+                max_export_batch_size=min(max_export_batch_size, max_queue_size),
                 meter_provider=meter_provider,
             )
         )

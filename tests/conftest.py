@@ -2,12 +2,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sidecar_process import SidecarProcess
+from sidecar_process import ROOT, SidecarProcess
+
+# The exchange simulator and the demo engine live in examples/ (not a package).
+sys.path.insert(0, str(ROOT / "examples"))
 
 
 def require_binary(name: str) -> str:
@@ -62,3 +66,14 @@ def start_module_sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     yield start
     for sidecar in started:
         sidecar.stop()
+
+
+@pytest.fixture(scope="session")
+def simulator() -> Iterator[Any]:
+    """The Binance REST simulator on 127.0.0.1, in a background thread."""
+    from exchange_simulator import BinanceSimulator
+
+    sim = BinanceSimulator(seed=7)
+    sim.start_in_thread()
+    yield sim
+    sim.stop_in_thread()

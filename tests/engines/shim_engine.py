@@ -1,0 +1,117 @@
+"""A test engine: `shim.configure` (the real thing, global providers), then real
+ccxt calls against the exchange simulator. Run as its own process, because
+OpenTelemetry's global providers can be set once per process.
+
+Prints one JSON line: calls made per method, exceptions seen, spans dropped by
+the SDK's queue, and the time the calls took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+import shim
+
+OPTIONS = {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False}
+
+
+def point_at(exchange: Any, base_url: str) -> Any:
+    def rewrite(value: Any) -> Any:
+        if isinstance(value, str) and value.startswith("https://"):
+            return f"{base_url}/{value[len('https://') :]}"
+        if isinstance(value, dict):
+            return {k: rewrite(v) for k, v in value.items()}
+        return value
+
+    exchange.urls["api"] = rewrite(exchange.urls["api"])
+    return exchange
+
+
+def config() -> dict[str, Any]:
+    return {
+        "apiKey": "engine-key",
+        "secret": "engine-secret",
+        "enableRateLimit": False,
+        "options": OPTIONS,
+        "timeout": 3000,
+    }
+
+
+def run_sync(url: str, rounds: int, calls: dict[str, int]) -> None:
+    import ccxt
+
+    exchange = point_at(ccxt.binance(config()), url)
+    exchange.load_markets()
+    calls["load_markets"] = calls.get("load_markets", 0) + 1
+    for _ in range(rounds):
+        exchange.fetch_ticker("BTC/USDT")
+        exchange.fetch_order_book("BTC/USDT", 5)
+        order = exchange.create_order("BTC/USDT", "limit", "buy", 0.001, 30000)
+        exchange.cancel_order(order["id"], "BTC/USDT")
+        for method in ("fetch_ticker", "fetch_order_book", "create_order", "cancel_order"):
+            calls[method] = calls.get(method, 0) + 1
+
+
+async def run_async(url: str, rounds: int, calls: dict[str, int]) -> None:
+    import ccxt.async_support as ccxt
+
+    exchange = point_at(ccxt.binance(config()), url)
+    try:
+        await exchange.load_markets()
+        calls["load_markets"] = calls.get("load_markets", 0) + 1
+        for _ in range(rounds):
+            await asyncio.gather(exchange.fetch_ticker("ETH/USDT"), exchange.fetch_balance())
+            for method in ("fetch_ticker", "fetch_balance"):
+                calls[method] = calls.get(method, 0) + 1
+    finally:
+        await exchange.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--exchange-url", required=True)
+    parser.add_argument("--mode", choices=["sync", "async", "both"], default="both")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--service", default="test-engine")
+    parser.add_argument("--max-queue-size", type=int, default=4096)
+    args = parser.parse_args()
+    reader = InMemoryMetricReader()
+    shim.configure(
+        service_name=args.service,
+        metric_readers=[reader],
+        max_queue_size=args.max_queue_size,
+        schedule_delay_millis=200,
+        export_timeout=1.0,
+    )
+    calls: dict[str, int] = {}
+    started = time.perf_counter()
+    if args.mode in ("sync", "both"):
+        run_sync(args.exchange_url, args.rounds, calls)
+    if args.mode in ("async", "both"):
+        asyncio.run(run_async(args.exchange_url, args.rounds, calls))
+    elapsed = time.perf_counter() - started
+    dropped = 0
+    data = reader.get_metrics_data()
+    for rm in data.resource_metrics if data else []:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                if metric.name == "otel.sdk.processor.span.processed":
+                    for point in metric.data.data_points:
+                        if point.attributes.get("error.type") == "queue_full":
+                            dropped += int(point.value)
+    shim.shutdown(timeout_millis=3000)
+    print(json.dumps({"calls": calls, "elapsed": elapsed, "dropped": dropped}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

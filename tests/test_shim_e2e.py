@@ -1,0 +1,196 @@
+"""End to end: an engine process using `shim.configure` and real ccxt (sync and
+async) -> the real OTLP exporters -> the running sidecar -> /metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from conftest import StartSidecar
+from sidecar_process import ROOT, SidecarProcess, sample_value
+from test_otlp_http import calls as span_calls
+
+ENGINE = ROOT / "tests" / "engines" / "shim_engine.py"
+
+
+def run_engine(
+    simulator: Any, env: dict[str, str], *args: str, timeout: float = 60
+) -> dict[str, Any]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    full.update(env)
+    result = subprocess.run(
+        [sys.executable, str(ENGINE), "--exchange-url", simulator.url, *args],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    report["stderr"] = result.stderr
+    return report
+
+
+@pytest.fixture(scope="module")
+def sidecar(start_module_sidecar: StartSidecar) -> SidecarProcess:
+    s = start_module_sidecar({"host": {"enabled": False}})
+    s.wait_until(lambda: s.get("/readyz").status == 200, what="ready")
+    return s
+
+
+def assert_counts(s: SidecarProcess, service: str, calls: dict[str, int]) -> None:
+    total = sum(calls.values())
+    families = s.families_when(
+        lambda f: span_calls(f, service) >= total, f"{total} spans from {service}", timeout=20
+    )
+    assert span_calls(families, service) == total
+    for method, count in calls.items():
+        assert (
+            span_calls(
+                families,
+                service,
+                span_name=f"ccxt.{method}",
+                method=method,
+                exchange="binance",
+                span_kind="SPAN_KIND_CLIENT",
+                status_code="STATUS_CODE_UNSET",
+                error_type="",
+            )
+            == count
+        ), method
+    # Trading metrics from the same spans: every order accepted.
+    orders = families.get("trading_orders")
+    if "create_order" in calls:
+        assert (
+            sample_value(orders, exchange="binance", side="buy", type="limit", outcome="accepted")
+            >= calls["create_order"]
+        )
+    ratio = families["exchange_rate_limit_used_ratio"]
+    assert 0 < sample_value(ratio, exchange="binance") <= 1
+
+
+def test_sync_and_async_engine_over_http(sidecar: SidecarProcess, simulator: Any) -> None:
+    report = run_engine(
+        simulator,
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": sidecar.otlp_http_url},
+        "--service",
+        "e2e-http",
+        "--mode",
+        "both",
+        "--rounds",
+        "5",
+    )
+    assert report["calls"] == {
+        "load_markets": 2,
+        "fetch_ticker": 10,
+        "fetch_order_book": 5,
+        "create_order": 5,
+        "cancel_order": 5,
+        "fetch_balance": 5,
+    }
+    assert report["dropped"] == 0
+    assert_counts(sidecar, "e2e-http", report["calls"])
+
+
+def test_engine_over_grpc(sidecar: SidecarProcess, simulator: Any) -> None:
+    report = run_engine(
+        simulator,
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{sidecar.otlp_grpc_target}",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        },
+        "--service",
+        "e2e-grpc",
+        "--mode",
+        "sync",
+        "--rounds",
+        "3",
+    )
+    assert_counts(sidecar, "e2e-grpc", report["calls"])
+
+
+def test_errors_reach_the_sidecar_as_error_spans(sidecar: SidecarProcess, simulator: Any) -> None:
+    simulator.inject(path="depth", status=503, count=None)
+    try:
+        full = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        full["OTEL_EXPORTER_OTLP_ENDPOINT"] = sidecar.otlp_http_url
+        result = subprocess.run(
+            [
+                sys.executable,
+                str(ENGINE),
+                "--exchange-url",
+                simulator.url,
+                "--service",
+                "e2e-errors",
+                "--mode",
+                "sync",
+                "--rounds",
+                "1",
+            ],
+            env=full,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+    finally:
+        simulator.clear_faults()
+    assert (
+        result.returncode != 0 and "ExchangeNotAvailable" in result.stderr
+    )  # the engine saw the error unchanged
+    families = sidecar.families_when(
+        lambda f: span_calls(f, "e2e-errors", span_name="ccxt.fetch_order_book") >= 1,
+        "error span",
+        timeout=20,
+    )
+    assert (
+        span_calls(
+            families,
+            "e2e-errors",
+            span_name="ccxt.fetch_order_book",
+            status_code="STATUS_CODE_ERROR",
+            error_type="ExchangeNotAvailable",
+        )
+        == 1
+    )
+    assert (
+        sample_value(
+            families["exchange_api_errors"],
+            exchange="binance",
+            method="fetch_order_book",
+            error_type="ExchangeNotAvailable",
+        )
+        >= 1
+    )
+
+
+def test_sidecar_down_the_engine_runs_on_and_drops_are_counted(simulator: Any) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]  # nothing listens here
+    report = run_engine(
+        simulator,
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{dead}"},
+        "--service",
+        "e2e-down",
+        "--mode",
+        "sync",
+        "--rounds",
+        "60",
+        "--max-queue-size",
+        "32",
+    )
+    spans = sum(report["calls"].values())
+    assert spans == 241
+    assert (
+        report["dropped"] > 0
+    )  # counted by the SDK (otel.sdk.processor.span.processed, error.type=queue_full)
+    # The SDK's per-span "Queue full" warning does not flood the engine's log.
+    queue_full_lines = [line for line in report["stderr"].splitlines() if "Queue full" in line]
+    assert len(queue_full_lines) <= 2, queue_full_lines
