@@ -10,10 +10,11 @@ setting (`configure(rate_limits={"binance": 6000})`).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["LIMITS", "parse_rate_limit"]
+__all__ = ["LIMITS", "parse_rate_limit", "reader_for"]
 
 # Request-weight budgets per minute, where the exchange's headers do not carry them.
 LIMITS: dict[str, float] = {
@@ -23,14 +24,28 @@ LIMITS: dict[str, float] = {
 }
 
 
+_NUMBERS: dict[Any, float | None] = {}
+
+
 def _number(value: Any) -> float | None:
+    """A header's number ("1200", "1200, 60"), cached: the same values recur."""
     if value is None:
         return None
     try:
-        number = float(str(value).split(",")[0].strip())
+        return _NUMBERS[value]
+    except (KeyError, TypeError):
+        pass
+    try:
+        number: float | None = float(str(value).split(",")[0].strip())
     except ValueError:
-        return None
-    return number if number >= 0 else None
+        number = None
+    if number is not None and number < 0:
+        number = None
+    if len(_NUMBERS) > 4096:
+        _NUMBERS.clear()
+    with contextlib.suppress(TypeError):  # an unhashable header value is not kept
+        _NUMBERS[value] = number
+    return number
 
 
 def _binance(headers: Mapping[str, str], limit: float | None) -> tuple[float, float] | None:
@@ -83,6 +98,31 @@ _GENERIC = (
     _limit_remaining("x-ratelimit-limit", "x-ratelimit-remaining"),
     _limit_remaining("ratelimit-limit", "ratelimit-remaining"),
 )
+
+
+Reader = Callable[[Mapping[str, str]], "tuple[float, float] | None"]
+
+
+def reader_for(exchange_id: str, limits: Mapping[str, float] | None = None) -> Reader:
+    """parse_rate_limit for one exchange, with its parser and limit looked up once."""
+    limit = (limits or {}).get(exchange_id, LIMITS.get(exchange_id))
+    parser = _PARSERS.get(exchange_id)
+
+    def read(headers: Mapping[str, str]) -> tuple[float, float] | None:
+        try:
+            if parser is not None:
+                found = parser(headers, limit)
+                if found is not None:
+                    return found
+            for generic in _GENERIC:
+                found = generic(headers, limit)
+                if found is not None:
+                    return found
+        except Exception:  # a header in an unexpected shape must never break a call
+            return None
+        return None
+
+    return read
 
 
 def parse_rate_limit(

@@ -6,7 +6,9 @@ else the standard OTEL_EXPORTER_OTLP_* variables, else the sidecar on
 127.0.0.1. The engine is never blocked by it: spans wait in a bounded queue
 that a background thread exports; when the queue is full (the sidecar is down
 or slow), new spans are dropped and counted by the SDK
-(otel.sdk.processor.span.processed with error.type="queue_full").
+(otel.sdk.processor.span.processed with error.type="queue_full"); once an export
+has failed, the instrumentation stops making spans at all until one gets
+through again (shim/gate.py), so a down sidecar costs the engine almost nothing.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import metrics, trace
+from opentelemetry.metrics import Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from shim import logfilter
+from shim import gate, logfilter
 from shim.version import __version__
 
 __all__ = ["Telemetry", "configure", "configured_rate_limits", "is_configured", "shutdown"]
@@ -187,6 +190,8 @@ def configure(
         # The metric reader needs its exporter first; the span exporter reports into the
         # meter provider, so that is built first with the readers it will have.
         span_exporter, metric_exporter = _exporters(chosen, endpoint, export_timeout, None)
+        export_gate = gate.ExportGate()
+        span_exporter = gate.GatedExporter(span_exporter, export_gate)
         readers: list[MetricReader] = [
             PeriodicExportingMetricReader(
                 metric_exporter, export_interval_millis=metric_export_interval_millis
@@ -209,6 +214,13 @@ def configure(
             tracer_provider.add_span_processor(processor)
         trace.set_tracer_provider(tracer_provider)
         metrics.set_meter_provider(meter_provider)
+        gate.GATE = export_gate
+        meter_provider.get_meter("tickscope.shim", __version__).create_observable_counter(
+            "tickscope.shim.spans.skipped",
+            [lambda _: [Observation(export_gate.skipped)]],
+            unit="{span}",
+            description="Spans not made while the sidecar could not be reached.",
+        )
         telemetry = Telemetry(
             tracer_provider, meter_provider, resource, chosen, dict(rate_limits or {})
         )
@@ -238,6 +250,7 @@ def shutdown(timeout_millis: int = 5000) -> None:
         telemetry, _current = _current, None
     if telemetry is None:
         return
+    gate.GATE = None
     try:
         telemetry.tracer_provider.force_flush(timeout_millis)
         telemetry.tracer_provider.shutdown()

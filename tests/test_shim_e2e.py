@@ -182,15 +182,17 @@ def test_sidecar_down_the_engine_runs_on_and_drops_are_counted(simulator: Any) -
         "--mode",
         "sync",
         "--rounds",
-        "60",
+        "500",
         "--max-queue-size",
         "32",
     )
     spans = sum(report["calls"].values())
-    assert spans == 241
-    assert (
-        report["dropped"] > 0
-    )  # counted by the SDK (otel.sdk.processor.span.processed, error.type=queue_full)
+    assert spans == 2001
+    # Until the first export fails, spans are queued, and dropped when the queue is
+    # full (counted by the SDK: otel.sdk.processor.span.processed, error.type=queue_full);
+    # after it, the shim stops making them (counted in tickscope.shim.spans.skipped).
+    assert report["skipped"] > 1000, report
+    assert report["dropped"] >= 0
     # The SDK's per-span "Queue full" warning does not flood the engine's log.
     queue_full_lines = [line for line in report["stderr"].splitlines() if "Queue full" in line]
     assert len(queue_full_lines) <= 2, queue_full_lines

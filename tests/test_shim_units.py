@@ -139,3 +139,32 @@ def test_log_filter_lets_one_message_through_per_interval() -> None:
     assert len(passed) == 1
     other = logging.LogRecord("x", logging.WARNING, "", 0, "another message", (), None)
     assert f.filter(other)
+
+
+def test_export_gate_closes_on_failure_probes_and_reopens() -> None:
+    import time as _time
+
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    from shim.gate import ExportGate, GatedExporter
+
+    class Flaky(SpanExporter):
+        result = SpanExportResult.FAILURE
+
+        def export(self, spans: object) -> SpanExportResult:
+            return self.result
+
+    gate = ExportGate(probe_interval=0.2)
+    inner = Flaky()
+    exporter = GatedExporter(inner, gate)
+    assert gate.allow() and gate.allow()
+    assert exporter.export([]) is SpanExportResult.FAILURE
+    assert not gate.open
+    assert [gate.allow() for _ in range(100)] == [False] * 100
+    assert gate.skipped == 100
+    _time.sleep(0.25)
+    assert gate.allow()  # one probe per interval keeps the exporter trying
+    assert not gate.allow()
+    inner.result = SpanExportResult.SUCCESS
+    assert exporter.export([]) is SpanExportResult.SUCCESS
+    assert gate.open and all(gate.allow() for _ in range(10))

@@ -109,8 +109,11 @@ def main() -> None:
                     for point in metric.data.data_points:
                         if point.attributes.get("error.type") == "queue_full":
                             dropped += int(point.value)
+    from shim import gate
+
+    skipped = gate.GATE.skipped if gate.GATE is not None else 0
     shim.shutdown(timeout_millis=3000)
-    print(json.dumps({"calls": calls, "elapsed": elapsed, "dropped": dropped}), flush=True)
+    print(json.dumps({"calls": calls, "elapsed": elapsed, "dropped": dropped, "skipped": skipped}), flush=True)
 
 
 if __name__ == "__main__":
