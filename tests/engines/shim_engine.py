@@ -113,7 +113,10 @@ def main() -> None:
 
     skipped = gate.GATE.skipped if gate.GATE is not None else 0
     shim.shutdown(timeout_millis=3000)
-    print(json.dumps({"calls": calls, "elapsed": elapsed, "dropped": dropped, "skipped": skipped}), flush=True)
+    print(
+        json.dumps({"calls": calls, "elapsed": elapsed, "dropped": dropped, "skipped": skipped}),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":
