@@ -23,6 +23,7 @@ from agent.health import Health, LoopMonitor
 from agent.pipeline import Pipeline, TraceBatch
 from agent.receivers.intake import Intake
 from agent.receivers.metrics import ReceiverMetrics
+from agent.receivers.metrics_intake import MetricsIntake
 from agent.receivers.otlp_grpc import OTLPGRPCReceiver
 from agent.receivers.otlp_http import OTLPHTTPReceiver
 from agent.selfmetrics import SelfMetrics
@@ -30,6 +31,7 @@ from agent.server import AdminServer
 from agent.version import __version__
 from exporters.exposition import RenderedFamilies
 from exporters.forward import Forwarder
+from exporters.otlp_metrics import MetricStore
 from exporters.prometheus import new_registry
 from exporters.spanmetrics import SpanMetrics
 from exporters.spanstream import SpanStream
@@ -133,16 +135,26 @@ class Sidecar:
                 forwarder.offer(batch.payload, batch.spans)
 
             pipeline.add_consumer("forward", forward)
-        intake = Intake(pipeline, ReceiverMetrics(self.registry, receivers))
+        receiver_metrics = ReceiverMetrics(self.registry, receivers)
+        intake = Intake(pipeline, receiver_metrics)
+        metrics_intake: MetricsIntake | None = None
+        self.metric_store: MetricStore | None = None
+        if config.metrics.enabled:
+            self.metric_store = MetricStore(config.metrics, self.registry)
+            rendered.append(self.metric_store)
+            metrics_intake = MetricsIntake(self.metric_store, receiver_metrics)
         if config.receiver.http.enabled:
             self.http_receiver = OTLPHTTPReceiver(
                 config.receiver.http,
                 intake,
                 self.health,
                 shutdown_grace=config.server.shutdown_timeout * 0.1,
+                metrics_intake=metrics_intake,
             )
         if config.receiver.grpc.enabled:
-            self.grpc_receiver = OTLPGRPCReceiver(config.receiver.grpc, intake, self.health)
+            self.grpc_receiver = OTLPGRPCReceiver(
+                config.receiver.grpc, intake, self.health, metrics_intake=metrics_intake
+            )
 
     async def start(self) -> None:
         self.loop_monitor.start()

@@ -31,6 +31,7 @@ from agent.logs import LoggingConfig
 from agent.receivers.config import ReceiverConfig
 from agent.server import ServerConfig
 from exporters.forward import ForwardConfig
+from exporters.otlp_metrics import MetricsConfig
 from exporters.spanmetrics import SpanMetricsConfig
 from exporters.trading import TradingConfig
 
@@ -64,6 +65,7 @@ class Config(StrictModel):
     spanmetrics: SpanMetricsConfig = SpanMetricsConfig()
     trading: TradingConfig = TradingConfig()
     forward: ForwardConfig = ForwardConfig()
+    metrics: MetricsConfig = MetricsConfig()
     limits: LimitsConfig = LimitsConfig()
     logging: LoggingConfig = LoggingConfig()
 

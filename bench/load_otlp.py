@@ -95,8 +95,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--batches", type=int, default=16)
     parser.add_argument("--spans", type=int, default=512)
+    parser.add_argument("--signal", choices=["traces", "metrics"], default="traces")
     args = parser.parse_args()
-    batches = make_batches(args.batches, args.spans)
+    if args.signal == "metrics":
+        from otlp_batches import make_metrics_request
+
+        batches = [make_metrics_request(args.spans, seed) for seed in range(args.batches)]
+    else:
+        batches = make_batches(args.batches, args.spans)
     print(json.dumps({"ready": True}), flush=True)
     sys.stdin.readline()  # start together with the measurement
     load = http_load if args.protocol == "http" else grpc_load

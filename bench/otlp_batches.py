@@ -83,3 +83,56 @@ def make_request(spans: int, seed: int, distinct_names: int = 0) -> ExportTraceS
 
 def make_batches(count: int, spans: int = 512, distinct_names: int = 0) -> list[bytes]:
     return [make_request(spans, seed, distinct_names).SerializeToString() for seed in range(count)]
+
+
+def make_metrics_request(points: int, seed: int, streams: int = 500) -> bytes:
+    """`points` data points: a third counters, a third gauges, a third histograms,
+    spread over `streams` label sets, shaped like an engine's metrics."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
+    from opentelemetry.proto.metrics.v1 import metrics_pb2
+
+    rng = random.Random(seed)
+    request = ExportMetricsServiceRequest()
+    rm = request.resource_metrics.add()
+    rm.resource.attributes.extend(
+        [_kv("service.name", "engine"), _kv("service.instance.id", "engine-0")]
+    )
+    sm = rm.scope_metrics.add()
+    sm.scope.name = "engine.metrics"
+    now = time.time_ns()
+    kinds = ("sum", "gauge", "histogram")
+    per_kind = points // 3
+    for kind in kinds:
+        metric = sm.metrics.add()
+        metric.name = f"engine.bench.{kind}"
+        for i in range(per_kind):
+            if kind == "sum":
+                metric.sum.is_monotonic = True
+                metric.sum.aggregation_temporality = (
+                    metrics_pb2.AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
+                )
+                p = metric.sum.data_points.add()
+                p.as_double = float(seed * 1000 + i)
+            elif kind == "gauge":
+                p = metric.gauge.data_points.add()
+                p.as_double = rng.random()
+            else:
+                metric.histogram.aggregation_temporality = (
+                    metrics_pb2.AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
+                )
+                p = metric.histogram.data_points.add()
+                p.explicit_bounds.extend([0.005, 0.01, 0.05, 0.1, 0.5, 1.0])
+                p.bucket_counts.extend([rng.randint(0, 9) for _ in range(7)])
+                p.count = sum(p.bucket_counts)
+                p.sum = rng.random() * p.count
+            p.start_time_unix_nano = now - 10**9
+            p.time_unix_nano = now + seed
+            p.attributes.extend(
+                [
+                    _kv("symbol", SYMBOLS[i % len(SYMBOLS)]),
+                    _kv("stream", str((seed * per_kind + i) % (streams // 3 or 1))),
+                ]
+            )
+    return request.SerializeToString()

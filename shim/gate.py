@@ -5,7 +5,7 @@ when the queue is full; making it cost CPU on the engine's hot path for
 nothing. The gate wraps the span exporter: after an export fails it closes, and
 the instrumentation stops making spans, except one per `probe_interval`, which
 keeps the exporter trying; the first export that succeeds opens it again.
-Skipped spans are counted (`skipped`, and the tickscope.shim.spans.skipped
+Skipped spans are counted (`skipped`, and the engine.telemetry.spans.skipped
 counter, reported once metrics flow again).
 """
 

@@ -216,7 +216,7 @@ def configure(
         metrics.set_meter_provider(meter_provider)
         gate.GATE = export_gate
         meter_provider.get_meter("tickscope.shim", __version__).create_observable_counter(
-            "tickscope.shim.spans.skipped",
+            "engine.telemetry.spans.skipped",
             [lambda _: [Observation(export_gate.skipped)]],
             unit="{span}",
             description="Spans not made while the sidecar could not be reached.",

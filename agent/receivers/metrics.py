@@ -48,6 +48,24 @@ class ReceiverMetrics:
             ["receiver", "reason"],
             registry=registry,
         )
+        self.received_points = Counter(
+            "tickscope_receiver_received_points_total",
+            "Metric data points in decodable requests.",
+            ["receiver"],
+            registry=registry,
+        )
+        self.accepted_points = Counter(
+            "tickscope_receiver_accepted_points_total",
+            "Metric data points translated into Prometheus series.",
+            ["receiver"],
+            registry=registry,
+        )
+        self.rejected_points = Counter(
+            "tickscope_receiver_rejected_points_total",
+            "Metric data points not accepted, by reason (reported to the client as partial success).",
+            ["receiver", "reason"],
+            registry=registry,
+        )
         self.duration = Histogram(
             "tickscope_receiver_request_duration_seconds",
             "Time to handle an export request, from body read to response.",
@@ -56,6 +74,8 @@ class ReceiverMetrics:
             registry=registry,
         )
         for receiver in receivers:
+            self.received_points.labels(receiver)
+            self.accepted_points.labels(receiver)
             self.received.labels(receiver)
             self.accepted.labels(receiver)
             self.duration.labels(receiver)

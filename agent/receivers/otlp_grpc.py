@@ -22,12 +22,17 @@ import grpc
 from google.protobuf.duration_pb2 import Duration as DurationProto
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from agent.errors import ListenError
 from agent.health import Health
 from agent.receivers.config import OTLPGRPCConfig
 from agent.receivers.intake import Intake
+from agent.receivers.metrics_intake import MetricsIntake
 from exporters.spanview import decode_traces
 
 __all__ = ["TRACE_EXPORT_METHOD", "OTLPGRPCReceiver"]
@@ -37,6 +42,8 @@ log = logging.getLogger("tickscope.receiver.otlp_grpc")
 RECEIVER = "otlp_grpc"
 TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 TRACE_EXPORT_METHOD = f"/{TRACE_SERVICE}/Export"
+METRICS_SERVICE = "opentelemetry.proto.collector.metrics.v1.MetricsService"
+METRICS_EXPORT_METHOD = f"/{METRICS_SERVICE}/Export"
 RETRY_AFTER_SECONDS = 1
 
 
@@ -44,9 +51,20 @@ def _serialize(response: ExportTraceServiceResponse) -> bytes:
     return response.SerializeToString()
 
 
+def _serialize_metrics(response: ExportMetricsServiceResponse) -> bytes:
+    return response.SerializeToString()
+
+
 class OTLPGRPCReceiver:
-    def __init__(self, config: OTLPGRPCConfig, intake: Intake, health: Health) -> None:
+    def __init__(
+        self,
+        config: OTLPGRPCConfig,
+        intake: Intake,
+        health: Health,
+        metrics_intake: MetricsIntake | None = None,
+    ) -> None:
         self.config = config
+        self.metrics_intake = metrics_intake
         self.intake = intake
         self.health = health
         self.port: int | None = None
@@ -74,7 +92,21 @@ class OTLPGRPCReceiver:
                 )
             },
         )
-        server.add_generic_rpc_handlers((handler,))
+        handlers = [handler]
+        if self.metrics_intake is not None:
+            handlers.append(
+                grpc.method_handlers_generic_handler(
+                    METRICS_SERVICE,
+                    {
+                        "Export": grpc.unary_unary_rpc_method_handler(
+                            self._export_metrics,
+                            request_deserializer=None,
+                            response_serializer=_serialize_metrics,
+                        )
+                    },
+                )
+            )
+        server.add_generic_rpc_handlers(tuple(handlers))
         address = f"{self.config.bind}:{self.config.port}"
         try:
             port = server.add_insecure_port(address)
@@ -160,6 +192,38 @@ class OTLPGRPCReceiver:
             raise
         except Exception:
             log.exception("OTLP/gRPC request failed")
+            await self._abort(context, grpc.StatusCode.INTERNAL, "internal", "internal error")
+        finally:
+            self._duration.observe(time.perf_counter() - started)
+
+    async def _export_metrics(
+        self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> ExportMetricsServiceResponse:
+        started = time.perf_counter()
+        try:
+            if self._closing:
+                await self._abort(
+                    context,
+                    grpc.StatusCode.UNAVAILABLE,
+                    "shutting_down",
+                    "shutting down",
+                    RETRY_AFTER_SECONDS,
+                )
+            try:
+                request = ExportMetricsServiceRequest.FromString(raw)
+            except DecodeError as exc:
+                await self._abort(
+                    context,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "malformed",
+                    f"invalid OTLP protobuf: {exc}",
+                )
+            assert self.metrics_intake is not None
+            return self.metrics_intake.accept(request, RECEIVER).response()
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("OTLP/gRPC metrics request failed")
             await self._abort(context, grpc.StatusCode.INTERNAL, "internal", "internal error")
         finally:
             self._duration.observe(time.perf_counter() - started)

@@ -1,4 +1,4 @@
-"""OTLP/HTTP receiver: POST /v1/traces, protobuf or JSON, identity or gzip.
+"""OTLP/HTTP receiver: POST /v1/traces and /v1/metrics, protobuf or JSON, identity or gzip.
 
 Responses follow the OTLP specification (protocol/otlp.md, "OTLP/HTTP"):
 - 200 with an ExportTraceServiceResponse in the request's encoding, carrying
@@ -27,12 +27,14 @@ from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration as DurationProto
 from google.protobuf.message import DecodeError, Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from agent.errors import ListenError
 from agent.health import Health
 from agent.receivers.config import OTLPHTTPConfig
 from agent.receivers.intake import Intake
+from agent.receivers.metrics_intake import MetricsIntake
 from exporters.spanview import decode_traces
 
 __all__ = ["OTLPHTTPReceiver"]
@@ -197,6 +199,62 @@ def decode_json(body: bytes) -> ExportTraceServiceRequest:
     return request
 
 
+def _exemplar_ids_hex_to_base64(obj: dict[str, Any]) -> None:
+    """As for spans: exemplars in OTLP JSON carry hex trace and span ids."""
+    for rm in _items(obj, "resourceMetrics", "resource_metrics"):
+        for sm in _items(rm, "scopeMetrics", "scope_metrics"):
+            for i, metric in enumerate(_items(sm, "metrics")):
+                for kind in (
+                    "gauge",
+                    "sum",
+                    "histogram",
+                    "exponentialHistogram",
+                    "exponential_histogram",
+                ):
+                    data = metric.get(kind)
+                    for point in _items(data, "dataPoints", "data_points"):
+                        for exemplar in _items(point, "exemplars"):
+                            for key in ("traceId", "trace_id", "spanId", "span_id"):
+                                if key in exemplar:
+                                    exemplar[key] = _hex_to_base64(
+                                        exemplar[key], f"metrics[{i}].exemplars.{key}"
+                                    )
+
+
+def decode_metrics_json(body: bytes) -> ExportMetricsServiceRequest:
+    try:
+        obj = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestError(
+            400, "malformed", f"invalid JSON: {exc}", code_pb2.INVALID_ARGUMENT
+        ) from None
+    if not isinstance(obj, dict):
+        raise RequestError(
+            400,
+            "malformed",
+            "invalid OTLP JSON: the top level must be an object",
+            code_pb2.INVALID_ARGUMENT,
+        )
+    _exemplar_ids_hex_to_base64(obj)
+    request = ExportMetricsServiceRequest()
+    try:
+        json_format.ParseDict(obj, request, ignore_unknown_fields=True)
+    except (json_format.ParseError, ValueError, TypeError) as exc:
+        raise RequestError(
+            400, "malformed", f"invalid OTLP JSON: {exc}", code_pb2.INVALID_ARGUMENT
+        ) from None
+    return request
+
+
+def decode_metrics(body: bytes) -> ExportMetricsServiceRequest:
+    try:
+        return ExportMetricsServiceRequest.FromString(body)
+    except DecodeError as exc:
+        raise RequestError(
+            400, "malformed", f"invalid OTLP protobuf: {exc}", code_pb2.INVALID_ARGUMENT
+        ) from None
+
+
 def decode_protobuf(body: bytes) -> Any:
     try:
         return decode_traces(body)
@@ -223,10 +281,16 @@ def status_body(error: RequestError, content_type: str, retry_after: int | None 
 
 class OTLPHTTPReceiver:
     def __init__(
-        self, config: OTLPHTTPConfig, intake: Intake, health: Health, shutdown_grace: float = 2.0
+        self,
+        config: OTLPHTTPConfig,
+        intake: Intake,
+        health: Health,
+        shutdown_grace: float = 2.0,
+        metrics_intake: MetricsIntake | None = None,
     ) -> None:
         self.config = config
         self.shutdown_grace = shutdown_grace
+        self.metrics_intake = metrics_intake
         self.intake = intake
         self.health = health
         self.port: int | None = None
@@ -236,6 +300,8 @@ class OTLPHTTPReceiver:
         self._duration = intake.metrics.duration.labels(RECEIVER)
         app = web.Application(client_max_size=config.max_body_bytes)
         app.router.add_post("/v1/traces", self._traces)
+        if metrics_intake is not None:
+            app.router.add_post("/v1/metrics", self._metrics_signal)
         self._app = app
         health.require(f"receiver:{RECEIVER}", "not listening yet")
 
@@ -285,9 +351,15 @@ class OTLPHTTPReceiver:
         )
 
     async def _traces(self, request: web.Request) -> web.Response:
+        return await self._signal(request, "traces")
+
+    async def _metrics_signal(self, request: web.Request) -> web.Response:
+        return await self._signal(request, "metrics")
+
+    async def _signal(self, request: web.Request, signal: str) -> web.Response:
         started = time.perf_counter()
         try:
-            return await self._handle(request)
+            return await self._handle(request, signal)
         except Exception:
             log.exception("OTLP/HTTP request failed")
             error = RequestError(500, "internal", "internal error", code_pb2.INTERNAL)
@@ -297,7 +369,7 @@ class OTLPHTTPReceiver:
         finally:
             self._duration.observe(time.perf_counter() - started)
 
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def _handle(self, request: web.Request, signal: str = "traces") -> web.Response:
         media = request.content_type
         if media in _PROTOBUF_TYPES:
             content_type = PROTOBUF
@@ -327,7 +399,7 @@ class OTLPHTTPReceiver:
         if self._closing:
             error = RequestError(503, "shutting_down", "shutting down", code_pb2.UNAVAILABLE)
             return self._reject(error, content_type, RETRY_AFTER_SECONDS)
-        if self.intake.pipeline.is_full():
+        if signal == "traces" and self.intake.pipeline.is_full():
             # Refuse before reading and decoding: backpressure should be cheap.
             return self._busy(content_type)
         limit = self.config.max_body_bytes
@@ -338,14 +410,25 @@ class OTLPHTTPReceiver:
                 if request.content_length is not None and request.content_length > limit:
                     raise _too_large(limit)
                 body = await _read_identity(request.content.iter_chunked(1 << 16), limit)
-            payload = decode_json(body).SerializeToString() if content_type == JSON else body
-            decoded = decode_protobuf(payload)
+            if signal == "metrics":
+                metrics_request = (
+                    decode_metrics_json(body) if content_type == JSON else decode_metrics(body)
+                )
+            else:
+                payload = decode_json(body).SerializeToString() if content_type == JSON else body
+                decoded = decode_protobuf(payload)
         except RequestError as error:
             response = self._reject(error, content_type)
             if error.status == 413:
                 # The rest of the body was not read: close rather than keep reading it.
                 response.force_close()
             return response
+        if signal == "metrics":
+            assert self.metrics_intake is not None
+            result = self.metrics_intake.accept(metrics_request, RECEIVER)
+            return web.Response(
+                body=encode(result.response(), content_type), headers={"Content-Type": content_type}
+            )
         outcome = self.intake.accept(decoded, payload, RECEIVER)
         if outcome.refused:
             return self._busy(content_type, counted=True)

@@ -94,6 +94,14 @@ def main() -> None:
         export_timeout=1.0,
     )
     calls: dict[str, int] = {}
+    # The engine helpers: 3 hits and 2 misses, and a queue of depth 4.
+    cache = shim.cache_metrics("tickers")
+    for hit in (True, True, False, True, False):
+        cache.record(hit)
+    queue = [1, 2, 3, 4]
+    shim.queue_gauge("orders", lambda: len(queue))
+    with shim.traced("strategy.step"):
+        pass
     started = time.perf_counter()
     if args.mode in ("sync", "both"):
         run_sync(args.exchange_url, args.rounds, calls)
