@@ -176,14 +176,7 @@ class Sidecar:
                 "version": __version__,
                 "collectors": [r.source.name for r in self.runners],
                 "engine_processes": [p.name for p in self.config.engine.processes],
-                "receivers": {
-                    name: receiver.port
-                    for name, receiver in (
-                        ("otlp_http", self.http_receiver),
-                        ("otlp_grpc", self.grpc_receiver),
-                    )
-                    if receiver is not None
-                },
+                "receivers": self.receiver_ports(),
             },
         )
 
@@ -237,6 +230,11 @@ class Sidecar:
         log.info("signal received, shutting down", extra={"signal": sig.name})
         self._stop.set()
 
+    def receiver_ports(self) -> dict[str, int | None]:
+        """The ports the OTLP receivers listen on (bound, when port 0 was asked for)."""
+        receivers = (("otlp_http", self.http_receiver), ("otlp_grpc", self.grpc_receiver))
+        return {name: r.port for name, r in receivers if r is not None}
+
     @property
     def uptime(self) -> float:
         return time.monotonic() - self._started
@@ -276,14 +274,7 @@ class Sidecar:
                 "processed": self.pipeline.processed.total,
                 "queued": self.pipeline.queued_spans,
                 "queue_capacity": self.pipeline.capacity,
-                "receivers": {
-                    name: receiver.port
-                    for name, receiver in (
-                        ("otlp_http", self.http_receiver),
-                        ("otlp_grpc", self.grpc_receiver),
-                    )
-                    if receiver is not None
-                },
+                "receivers": self.receiver_ports(),
             }
             if self.spanmetrics is not None:
                 status["spans"]["series"] = self.spanmetrics.series_count()

@@ -131,17 +131,4 @@ def parse_rate_limit(
     """(used, limit) from a response's headers, or None if they say nothing."""
     if not headers:
         return None
-    limit = (limits or {}).get(exchange_id, LIMITS.get(exchange_id))
-    try:
-        parser = _PARSERS.get(exchange_id)
-        if parser is not None:
-            found = parser(headers, limit)
-            if found is not None:
-                return found
-        for generic in _GENERIC:
-            found = generic(headers, limit)
-            if found is not None:
-                return found
-    except Exception:  # a header in an unexpected shape must never break a call
-        return None
-    return None
+    return reader_for(exchange_id, limits)(headers)

@@ -29,43 +29,47 @@ def require_binary(name: str) -> str:
 StartSidecar = Callable[..., SidecarProcess]
 
 
+class _Starter:
+    """Starts real sidecar processes in fresh directories; stops them all at the end."""
+
+    def __init__(self, make_dir: Callable[[], Path]) -> None:
+        self.make_dir = make_dir
+        self.started: list[SidecarProcess] = []
+
+    def __call__(
+        self, overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None
+    ) -> SidecarProcess:
+        config = SidecarProcess.write_config(self.make_dir(), overrides)
+        sidecar = SidecarProcess(config, env or {})
+        self.started.append(sidecar)
+        return sidecar.start()
+
+    def stop_all(self) -> None:
+        for sidecar in self.started:
+            sidecar.stop()
+
+
 @pytest.fixture
 def start_sidecar(tmp_path: Path) -> Iterator[StartSidecar]:
     """Start real sidecar processes; every one is stopped at teardown."""
-    started: list[SidecarProcess] = []
+    counter = iter(range(1000))
 
-    def start(
-        overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None
-    ) -> SidecarProcess:
-        directory = tmp_path / f"sidecar{len(started)}"
+    def make_dir() -> Path:
+        directory = tmp_path / f"sidecar{next(counter)}"
         directory.mkdir()
-        config = SidecarProcess.write_config(directory, overrides)
-        sidecar = SidecarProcess(config, env or {})
-        started.append(sidecar)
-        return sidecar.start()
+        return directory
 
-    yield start
-    for sidecar in started:
-        sidecar.stop()
+    starter = _Starter(make_dir)
+    yield starter
+    starter.stop_all()
 
 
 @pytest.fixture(scope="module")
 def start_module_sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartSidecar]:
     """As start_sidecar, shared by a module's tests (each uses its own service.name)."""
-    started: list[SidecarProcess] = []
-
-    def start(
-        overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None
-    ) -> SidecarProcess:
-        directory = tmp_path_factory.mktemp("sidecar")
-        config = SidecarProcess.write_config(directory, overrides)
-        sidecar = SidecarProcess(config, env or {})
-        started.append(sidecar)
-        return sidecar.start()
-
-    yield start
-    for sidecar in started:
-        sidecar.stop()
+    starter = _Starter(lambda: tmp_path_factory.mktemp("sidecar"))
+    yield starter
+    starter.stop_all()
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
 import grpc
@@ -160,9 +161,14 @@ class OTLPGRPCReceiver:
         await context.abort(code, message, trailing_metadata=metadata)
         raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
-    async def _export(
-        self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> ExportTraceServiceResponse:
+    async def _handle(
+        self,
+        raw: bytes,
+        context: grpc.aio.ServicerContext[Any, Any],
+        decode: Callable[[bytes], Any],
+        accept: Callable[[Any], Awaitable[Any]],
+    ) -> Any:
+        """What both Export methods share: shutdown, decoding, errors, timing."""
         started = time.perf_counter()
         try:
             if self._closing:
@@ -173,10 +179,8 @@ class OTLPGRPCReceiver:
                     "shutting down",
                     RETRY_AFTER_SECONDS,
                 )
-            if self.intake.pipeline.is_full():
-                await self._busy(context)
             try:
-                request = decode_traces(raw)
+                request = decode(raw)
             except DecodeError as exc:
                 await self._abort(
                     context,
@@ -184,10 +188,7 @@ class OTLPGRPCReceiver:
                     "malformed",
                     f"invalid OTLP protobuf: {exc}",
                 )
-            outcome = self.intake.accept(request, raw, RECEIVER)
-            if outcome.refused:
-                await self._busy(context, counted=True)
-            return outcome.response()
+            return await accept(request)
         except grpc.aio.AbortError:
             raise
         except Exception:
@@ -196,37 +197,36 @@ class OTLPGRPCReceiver:
         finally:
             self._duration.observe(time.perf_counter() - started)
 
+    async def _export(
+        self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> ExportTraceServiceResponse:
+        if not self._closing and self.intake.pipeline.is_full():
+            await self._busy(context)  # before decoding: backpressure should be cheap
+
+        async def accept(request: Any) -> ExportTraceServiceResponse:
+            outcome = self.intake.accept(request, raw, RECEIVER)
+            if outcome.refused:
+                await self._busy(context, counted=True)
+            return outcome.response()
+
+        response: ExportTraceServiceResponse = await self._handle(
+            raw, context, decode_traces, accept
+        )
+        return response
+
     async def _export_metrics(
         self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]
     ) -> ExportMetricsServiceResponse:
-        started = time.perf_counter()
-        try:
-            if self._closing:
-                await self._abort(
-                    context,
-                    grpc.StatusCode.UNAVAILABLE,
-                    "shutting_down",
-                    "shutting down",
-                    RETRY_AFTER_SECONDS,
-                )
-            try:
-                request = ExportMetricsServiceRequest.FromString(raw)
-            except DecodeError as exc:
-                await self._abort(
-                    context,
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    "malformed",
-                    f"invalid OTLP protobuf: {exc}",
-                )
-            assert self.metrics_intake is not None
-            return self.metrics_intake.accept(request, RECEIVER).response()
-        except grpc.aio.AbortError:
-            raise
-        except Exception:
-            log.exception("OTLP/gRPC metrics request failed")
-            await self._abort(context, grpc.StatusCode.INTERNAL, "internal", "internal error")
-        finally:
-            self._duration.observe(time.perf_counter() - started)
+        intake = self.metrics_intake
+        assert intake is not None
+
+        async def accept(request: ExportMetricsServiceRequest) -> ExportMetricsServiceResponse:
+            return intake.accept(request, RECEIVER).response()
+
+        response: ExportMetricsServiceResponse = await self._handle(
+            raw, context, ExportMetricsServiceRequest.FromString, accept
+        )
+        return response
 
     async def _busy(
         self, context: grpc.aio.ServicerContext[Any, Any], counted: bool = False

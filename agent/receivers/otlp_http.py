@@ -14,8 +14,6 @@ Responses follow the OTLP specification (protocol/otlp.md, "OTLP/HTTP"):
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 import time
 import zlib
@@ -28,13 +26,14 @@ from google.protobuf.duration_pb2 import Duration as DurationProto
 from google.protobuf.message import DecodeError, Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from agent.errors import ListenError
 from agent.health import Health
 from agent.receivers.config import OTLPHTTPConfig
+from agent.receivers.errors import RequestError
 from agent.receivers.intake import Intake
 from agent.receivers.metrics_intake import MetricsIntake
+from agent.receivers.otlp_json import decode_metrics_json, decode_traces_json
 from exporters.spanview import decode_traces
 
 __all__ = ["OTLPHTTPReceiver"]
@@ -49,14 +48,6 @@ RETRY_AFTER_SECONDS = 1
 # Decompress in pieces of this size, yielding to the event loop between them, so
 # a large gzip body cannot hold the loop for the whole inflation.
 _INFLATE_PIECE = 1 << 20
-
-
-class RequestError(Exception):
-    def __init__(self, status: int, reason: str, message: str, grpc_code: int) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.grpc_code = grpc_code
 
 
 def _too_large(limit: int) -> RequestError:
@@ -123,127 +114,6 @@ async def _read_gzip(chunks: AsyncIterator[bytes], limit: int) -> bytes:
     if not inflater.eof:
         raise bad("truncated stream")
     return b"".join(parts)
-
-
-def _hex_to_base64(value: Any, where: str) -> Any:
-    if not isinstance(value, str):
-        return value
-    try:
-        return base64.b64encode(bytes.fromhex(value)).decode("ascii")
-    except ValueError:
-        raise RequestError(
-            400,
-            "malformed",
-            f"{where}: not a hex string: {value[:40]!r}",
-            code_pb2.INVALID_ARGUMENT,
-        ) from None
-
-
-def _items(obj: Any, *keys: str) -> list[Any]:
-    """The list under the first of `keys` present in `obj`, or [] for anything
-    that is not a dict holding a list (json_format then reports the real error)."""
-    if not isinstance(obj, dict):
-        return []
-    for key in keys:
-        if key in obj:
-            value = obj[key]
-            return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
-    return []
-
-
-def _ids_hex_to_base64(obj: dict[str, Any]) -> None:
-    """OTLP JSON writes trace and span ids as hex, where the protobuf JSON mapping
-    expects base64: convert them in place before json_format parses the rest."""
-    for rs in _items(obj, "resourceSpans", "resource_spans"):
-        for ss in _items(rs, "scopeSpans", "scope_spans"):
-            for i, span in enumerate(_items(ss, "spans")):
-                for key in (
-                    "traceId",
-                    "trace_id",
-                    "spanId",
-                    "span_id",
-                    "parentSpanId",
-                    "parent_span_id",
-                ):
-                    if key in span:
-                        span[key] = _hex_to_base64(span[key], f"spans[{i}].{key}")
-                for link in _items(span, "links"):
-                    for key in ("traceId", "trace_id", "spanId", "span_id"):
-                        if key in link:
-                            link[key] = _hex_to_base64(link[key], f"spans[{i}].links.{key}")
-
-
-def decode_json(body: bytes) -> ExportTraceServiceRequest:
-    try:
-        obj = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestError(
-            400, "malformed", f"invalid JSON: {exc}", code_pb2.INVALID_ARGUMENT
-        ) from None
-    if not isinstance(obj, dict):
-        raise RequestError(
-            400,
-            "malformed",
-            "invalid OTLP JSON: the top level must be an object",
-            code_pb2.INVALID_ARGUMENT,
-        )
-    _ids_hex_to_base64(obj)
-    request = ExportTraceServiceRequest()
-    try:
-        # The specification: receivers MUST ignore unknown fields.
-        json_format.ParseDict(obj, request, ignore_unknown_fields=True)
-    except (json_format.ParseError, ValueError, TypeError) as exc:
-        raise RequestError(
-            400, "malformed", f"invalid OTLP JSON: {exc}", code_pb2.INVALID_ARGUMENT
-        ) from None
-    return request
-
-
-def _exemplar_ids_hex_to_base64(obj: dict[str, Any]) -> None:
-    """As for spans: exemplars in OTLP JSON carry hex trace and span ids."""
-    for rm in _items(obj, "resourceMetrics", "resource_metrics"):
-        for sm in _items(rm, "scopeMetrics", "scope_metrics"):
-            for i, metric in enumerate(_items(sm, "metrics")):
-                for kind in (
-                    "gauge",
-                    "sum",
-                    "histogram",
-                    "exponentialHistogram",
-                    "exponential_histogram",
-                ):
-                    data = metric.get(kind)
-                    for point in _items(data, "dataPoints", "data_points"):
-                        for exemplar in _items(point, "exemplars"):
-                            for key in ("traceId", "trace_id", "spanId", "span_id"):
-                                if key in exemplar:
-                                    exemplar[key] = _hex_to_base64(
-                                        exemplar[key], f"metrics[{i}].exemplars.{key}"
-                                    )
-
-
-def decode_metrics_json(body: bytes) -> ExportMetricsServiceRequest:
-    try:
-        obj = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestError(
-            400, "malformed", f"invalid JSON: {exc}", code_pb2.INVALID_ARGUMENT
-        ) from None
-    if not isinstance(obj, dict):
-        raise RequestError(
-            400,
-            "malformed",
-            "invalid OTLP JSON: the top level must be an object",
-            code_pb2.INVALID_ARGUMENT,
-        )
-    _exemplar_ids_hex_to_base64(obj)
-    request = ExportMetricsServiceRequest()
-    try:
-        json_format.ParseDict(obj, request, ignore_unknown_fields=True)
-    except (json_format.ParseError, ValueError, TypeError) as exc:
-        raise RequestError(
-            400, "malformed", f"invalid OTLP JSON: {exc}", code_pb2.INVALID_ARGUMENT
-        ) from None
-    return request
 
 
 def decode_metrics(body: bytes) -> ExportMetricsServiceRequest:
@@ -415,7 +285,9 @@ class OTLPHTTPReceiver:
                     decode_metrics_json(body) if content_type == JSON else decode_metrics(body)
                 )
             else:
-                payload = decode_json(body).SerializeToString() if content_type == JSON else body
+                payload = (
+                    decode_traces_json(body).SerializeToString() if content_type == JSON else body
+                )
                 decoded = decode_protobuf(payload)
         except RequestError as error:
             response = self._reject(error, content_type)
