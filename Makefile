@@ -7,12 +7,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help demo test lint typecheck pytest system-deps venv bench clean docs
+.PHONY: help demo test lint typecheck rules pytest system-deps venv bench clean docs
 
 help:
 	@echo "make demo    start the sidecar (and, with the shim, the demo engine) and print where to look"
 	@echo "make test    install what the tests need (Debian packages too) and run lint, types and tests"
 	@echo "make bench   run the benchmarks in bench/ and print their figures"
+	@echo "make rules   check the alert rules and run their promtool unit tests"
+	@echo "make docs    regenerate the generated parts of docs/"
 
 $(BIN)/python:
 	@scripts/make-venv.sh "$(PYTHON)" "$(VENV)"
@@ -39,7 +41,12 @@ pytest: $(STAMP) system-deps
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
 
-test: lint typecheck pytest
+# The alert rules' checks, on their own (tests/test_alert_rules.py runs them too).
+rules: system-deps
+	cd alert-rules && promtool check rules *.rules.yml && promtool test rules tests/*.test.yml
+	amtool check-config alert-rules/alertmanager.example.yml
+
+test: lint typecheck rules pytest
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
@@ -52,3 +59,4 @@ clean:
 
 docs: $(STAMP)
 	$(BIN)/python scripts/update-config-doc.py
+	$(BIN)/python scripts/alerts_table.py

@@ -58,6 +58,7 @@ class SpanStream:
         if trading is not None:
             order_methods = trading.order_methods
             rate_limit_seen = trading.rate_limit_seen
+            exchanges_seen = trading.exchanges_seen
         attribute = self.attributes.entries.__getitem__
         resolve = self.attributes.resolve
         status_codes = STATUS_BY_BYTES
@@ -140,6 +141,7 @@ class SpanStream:
                     if trading is not None:
                         exchange = attrs.get("exchange.id")
                         if exchange is not None:  # a ccxt span
+                            exchanges_seen.add(exchange)
                             order = order_methods.get(attrs.get("ccxt.method", ""))
                             if order is None:
                                 order = trading.is_order(attrs.get("ccxt.method", ""))

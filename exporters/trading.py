@@ -6,7 +6,8 @@ everything else the engine sends is left to the span metrics.
 - exchange_api_errors_total{exchange,method,error_type}: spans with status ERROR,
   error_type from `error.type` (the ccxt exception class), "unknown" without one.
 - exchange_rate_limit_hits_total{exchange}: calls refused for rate limiting: an
-  error.type in `rate_limit_error_types`, or HTTP 429/418.
+  error.type in `rate_limit_error_types`, or HTTP 429/418. Served at 0 from an
+  exchange's first call, so the first hit shows up in increase().
 - exchange_rate_limit_used_ratio{exchange}: trading.ratelimit.used / .limit of
   the newest span that carries both (headers such as Binance's used weight);
   dropped after `rate_limit_ratio_ttl` without news, so a burst an hour ago does
@@ -167,6 +168,10 @@ class TradingMetrics:
         # exchange -> attributes of its newest span with rate-limit headers in this
         # batch (SpanStream fills it); the ratio is computed once per batch.
         self.rate_limit_seen: dict[str, dict[str, str]] = {}
+        # Exchanges with any call in this batch: their rate-limit counter is served
+        # from 0 before the first hit, so that increase() sees the first hit (a
+        # counter that appears at 1 looks to Prometheus like it was always 1).
+        self.exchanges_seen: set[str] = set()
         self.order_methods: dict[str, bool] = {}
 
     @property
@@ -228,6 +233,10 @@ class TradingMetrics:
                 self._touched.append((slot, index, span, duration))
 
     def end_batch(self, now: float) -> None:
+        if self.exchanges_seen:
+            for exchange in self.exchanges_seen:
+                self.rate_limit_hits.inc((exchange,), now, 0.0)
+            self.exchanges_seen.clear()
         for exchange, attrs in self.rate_limit_seen.items():
             ratio = _ratio(attrs["trading.ratelimit.used"], attrs.get("trading.ratelimit.limit"))
             if ratio is not None:

@@ -266,6 +266,14 @@ def test_trading_metrics_from_shim_spans(start_sidecar: StartSidecar) -> None:
         == 1
     )
     assert not [x for x in errors.samples if x.labels["exchange"] == "kraken"]
+    # kraken never hit a limit, but its counter is served at 0 so that the first hit
+    # is an increase Prometheus can see; non-ccxt spans create no exchange.
+    hits = {
+        x.labels["exchange"]: x.value
+        for x in families["exchange_rate_limit_hits"].samples
+        if x.name.endswith("_total")
+    }
+    assert hits == {"binance": 2, "kraken": 0}
     # The newest span with rate-limit headers wins: 900 / 1200.
     assert sample_value(
         families["exchange_rate_limit_used_ratio"], exchange="kraken"

@@ -1,0 +1,264 @@
+"""The alert rules in alert-rules/: promtool and amtool accept them, every alert is
+complete (labels for routing, annotations, a runbook section that exists, promtool
+cases that fire it and that keep it silent), and the expressions use the metric
+contract's names only."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+import yaml
+from conftest import require_binary
+from contract import (
+    ENGINE_COUNTERS,
+    ENGINE_GAUGES,
+    HOST_COUNTERS,
+    HOST_GAUGES,
+    SELF_COUNTERS,
+    SELF_GAUGES,
+    SPAN_COUNTERS,
+    SPAN_HISTOGRAMS,
+    SPAN_PATH_SELF,
+    TRADING_COUNTERS,
+    TRADING_GAUGES,
+    TRADING_HISTOGRAMS,
+)
+from sidecar_process import ROOT
+
+RULES_DIR = ROOT / "alert-rules"
+RULE_FILES = sorted(RULES_DIR.glob("*.rules.yml"))
+TEST_FILES = sorted((RULES_DIR / "tests").glob("*.test.yml"))
+ALERTMANAGER_EXAMPLE = RULES_DIR / "alertmanager.example.yml"
+RUNBOOKS = ROOT / "docs" / "runbooks.md"
+
+SEVERITIES = {"warning", "critical"}
+COMPONENTS = {"host", "engine", "exchange", "sidecar"}
+
+
+def documented_series() -> set[str]:
+    """Series names docs/metrics.md documents (first column of its tables)."""
+    names: set[str] = set()
+    for line in (ROOT / "docs" / "metrics.md").read_text().splitlines():
+        cells = line.split("|")
+        if len(cells) < 4 or not cells[1].strip().startswith("`"):
+            continue
+        # The exposed name is the first column, or the second for OTLP metrics.
+        kind = cells[2].strip()
+        column = cells[2] if kind.startswith("`") else cells[1]
+        kind = cells[3].strip() if kind.startswith("`") else kind
+        for name in re.findall(r"`([a-z][a-zA-Z0-9_]*)`", column):
+            if kind == "histogram":
+                names.update(f"{name}_{suffix}" for suffix in ("bucket", "sum", "count"))
+            else:
+                names.add(name)
+    return names
+
+
+# Every series name a rule may select: the contract's families with the suffixes
+# Prometheus stores them under, what docs/metrics.md documents, and the scrape's `up`.
+CONTRACT_SERIES = frozenset(
+    [
+        *HOST_GAUGES,
+        *ENGINE_GAUGES,
+        *SELF_GAUGES,
+        *TRADING_GAUGES,
+        *SPAN_PATH_SELF,
+        *(f"{name}_total" for name in HOST_COUNTERS + ENGINE_COUNTERS + SELF_COUNTERS),
+        *(f"{name}_total" for name in SPAN_COUNTERS + TRADING_COUNTERS),
+        *(
+            f"{name}_{suffix}"
+            for name in SPAN_HISTOGRAMS + TRADING_HISTOGRAMS
+            for suffix in ("bucket", "sum", "count")
+        ),
+        *documented_series(),
+        "up",
+    ]
+)
+METRIC_PREFIXES = ("node_", "engine_", "exchange_", "trading_", "traces_", "tickscope_", "up")
+
+
+def alerts() -> list[dict[str, Any]]:
+    found = []
+    for path in RULE_FILES:
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            found.extend({**rule, "file": path.name} for rule in group["rules"] if "alert" in rule)
+    return found
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=RULES_DIR)
+
+
+def test_rule_files_exist() -> None:
+    assert [p.name for p in RULE_FILES] == [
+        "engine.rules.yml",
+        "exchange.rules.yml",
+        "host.rules.yml",
+        "sidecar.rules.yml",
+    ]
+    assert len(alerts()) >= 20
+
+
+def test_promtool_check_rules() -> None:
+    promtool = require_binary("promtool")
+    result = run(promtool, "check", "rules", *(p.name for p in RULE_FILES))
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = sum(int(n) for n in re.findall(r"SUCCESS: (\d+) rules found", result.stdout))
+    assert found == len(alerts())
+
+
+def test_promtool_unit_tests() -> None:
+    promtool = require_binary("promtool")
+    result = run(promtool, "test", "rules", *(f"tests/{p.name}" for p in TEST_FILES))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("SUCCESS") == len(TEST_FILES) == len(RULE_FILES)
+
+
+def test_every_alert_has_cases_that_fire_it_and_keep_it_silent() -> None:
+    firing: set[str] = set()
+    silent: set[str] = set()
+    for path in TEST_FILES:
+        document = yaml.safe_load(path.read_text())
+        assert [
+            f"../{p.name}" for p in RULE_FILES if p.stem == path.stem.replace(".test", ".rules")
+        ] == document["rule_files"]
+        for case in document["tests"]:
+            for check in case.get("alert_rule_test", []):
+                (firing if check.get("exp_alerts") else silent).add(check["alertname"])
+    names = {rule["alert"] for rule in alerts()}
+    assert names - firing == set(), "alerts no promtool case fires"
+    assert names - silent == set(), "alerts no promtool case keeps silent"
+    assert (firing | silent) - names == set(), "promtool cases for alerts that do not exist"
+
+
+@pytest.mark.parametrize("rule", alerts(), ids=lambda rule: rule["alert"])
+def test_alert_is_complete(rule: dict[str, Any]) -> None:
+    assert re.fullmatch(r"[A-Z][A-Za-z0-9]+", rule["alert"])
+    assert rule["labels"]["severity"] in SEVERITIES
+    assert rule["labels"]["component"] in COMPONENTS
+    annotations = rule["annotations"]
+    assert set(annotations) == {"summary", "description", "runbook_url"}
+    assert annotations["runbook_url"] == f"docs/runbooks.md#{rule['alert'].lower()}"
+    assert f"\n## {rule['alert']}\n" in RUNBOOKS.read_text()
+    # The description says what fired it (the promtool cases check how it renders);
+    # absent() has no labels or value worth telling.
+    assert "{{" in annotations["description"] or rule["expr"].startswith("absent(")
+
+
+@pytest.mark.parametrize("rule", alerts(), ids=lambda rule: rule["alert"])
+def test_expressions_use_contract_names_only(rule: dict[str, Any]) -> None:
+    expr = re.sub(r"#[^\n]*", "", rule["expr"])
+    regex_names = re.findall(r'__name__=~"([^"]+)"', expr)
+    expr = re.sub(r"\{[^}]*\}", "{}", expr)  # label matchers are not metric names
+    names = {
+        token
+        for token in re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", expr)
+        if token.startswith(METRIC_PREFIXES) and token not in {"by", "without"}
+    }
+    assert names <= CONTRACT_SERIES, names - CONTRACT_SERIES
+    for pattern in regex_names:
+        matched = [name for name in CONTRACT_SERIES if re.fullmatch(pattern, name)]
+        assert len(matched) >= 2, f"{pattern} matches {matched}"
+    assert names or regex_names
+
+
+def test_alerts_table_is_current() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", "import alerts_table, sys; sys.stdout.write(alerts_table.table())"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT / "scripts",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout in (ROOT / "docs" / "alerts.md").read_text(), (
+        "docs/alerts.md is out of date: run python scripts/alerts_table.py"
+    )
+    assert result.stdout.count("\n| [") == len(alerts())
+
+
+def test_alertmanager_example_is_valid() -> None:
+    amtool = require_binary("amtool")
+    result = run(amtool, "check-config", ALERTMANAGER_EXAMPLE.name)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("labels", "receiver"),
+    [
+        ({"severity": "critical", "component": "engine"}, "trading-desk-page"),
+        ({"severity": "critical", "component": "exchange"}, "trading-desk-page"),
+        ({"severity": "warning", "component": "exchange"}, "trading-desk"),
+        ({"severity": "critical", "component": "host"}, "platform-page"),
+        ({"severity": "warning", "component": "sidecar"}, "platform"),
+    ],
+)
+def test_alertmanager_example_routes(labels: dict[str, str], receiver: str) -> None:
+    amtool = require_binary("amtool")
+    result = run(
+        amtool,
+        "config",
+        "routes",
+        "test",
+        f"--config.file={ALERTMANAGER_EXAMPLE.name}",
+        *(f"{k}={v}" for k, v in labels.items()),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == receiver
+
+
+def test_alertmanager_example_receivers_exist() -> None:
+    config = yaml.safe_load(ALERTMANAGER_EXAMPLE.read_text())
+    receivers = {r["name"] for r in config["receivers"]}
+    assert config["route"]["receiver"] in receivers
+    assert {route["receiver"] for route in config["route"]["routes"]} <= receivers
+
+
+def test_inhibitions_can_match() -> None:
+    # An inhibition whose `equal` labels its target alerts aggregate away never applies.
+    config = yaml.safe_load(ALERTMANAGER_EXAMPLE.read_text())
+    rules = alerts()
+    for inhibit in config["inhibit_rules"]:
+        targets = rules
+        for matcher in inhibit["target_matchers"]:
+            match = re.fullmatch(r'(alertname|component|severity)=~?"([^"]+)"', matcher)
+            assert match, matcher
+            key, pattern = match.groups()
+            targets = [
+                rule
+                for rule in targets
+                if re.fullmatch(
+                    pattern, rule["alert"] if key == "alertname" else rule["labels"][key]
+                )
+            ]
+        assert targets, f"inhibition {inhibit} matches no alert"
+        for rule in targets:
+            for group in re.findall(r"\b(?:sum|max|min|avg|count) by \(([^)]*)\)", rule["expr"]):
+                for label in inhibit.get("equal", []):
+                    if label != "alertname":
+                        assert label in group, f"{rule['alert']} drops {label}: {inhibit}"
+
+
+def test_documented_series_are_parsed() -> None:
+    # Guards the parser above: a change of table layout must not empty the set.
+    documented = documented_series()
+    assert {
+        "node_filesystem_readonly",
+        "engine_process_restarts_total",
+        "trading_order_latency_seconds_bucket",
+        "tickscope_forward_dropped_spans_total",
+        "engine_cache_lookups_total",
+    } <= documented
+    assert "engine.cache.lookups" not in documented
+
+
+def test_runbooks_have_no_orphans() -> None:
+    sections = re.findall(r"^## ([A-Z][a-z]+[A-Z]\w*)$", RUNBOOKS.read_text(), re.MULTILINE)
+    names = {rule["alert"] for rule in alerts()}
+    assert set(sections) == names
+    assert len(sections) == len(names)
