@@ -244,6 +244,10 @@ def test_inhibitions_can_match() -> None:
                         assert label in group, f"{rule['alert']} drops {label}: {inhibit}"
 
 
+def test_readme_counts_the_alerts() -> None:
+    assert f"{len(alerts())} Prometheus alert rules" in (ROOT / "README.md").read_text()
+
+
 def test_documented_series_are_parsed() -> None:
     # Guards the parser above: a change of table layout must not empty the set.
     documented = documented_series()

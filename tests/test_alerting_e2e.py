@@ -1,0 +1,251 @@
+"""From a misbehaving engine to a notification, with the real pieces: an engine
+using the shim and real ccxt against the exchange simulator, the sidecar, the
+Debian Prometheus evaluating alert-rules/ (only `for` shortened) and the Debian
+Alertmanager with the example configuration's routes and inhibitions, whose
+receivers all post to a local webhook.
+
+Two real conditions: the exchange answers a share of calls with 503
+(ExchangeErrorRate, routed to the trading desk), and the watched engine process
+is killed (EngineDown, paged). Each must reach the webhook with its labels and
+then resolve once the condition ends.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alerting_stack import (
+    Alertmanager,
+    Prometheus,
+    Webhook,
+    example_alertmanager_config,
+    rules_in,
+    shorten_for,
+)
+from conftest import StartSidecar, require_binary
+from sidecar_process import ROOT, SidecarProcess
+
+RULES = ROOT / "alert-rules"
+ENGINE = ROOT / "tests" / "engines" / "polling_engine.py"
+SERVICE = "alerting-e2e"
+RATE = 400  # engine calls per second
+ERROR_SHARE = 0.03  # of the calls Prometheus has seen: 3x the 1% threshold
+DEADLINE = 90.0  # seconds for any one notification
+
+
+class Processes:
+    """The simulator and engine processes; all stopped at teardown."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.procs: list[subprocess.Popen[str]] = []
+        self.marker = f"tickscope-alerting-engine-{time.monotonic_ns()}"
+
+    def simulator(self) -> str:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "examples" / "exchange_simulator.py"), "--port", "0"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=(self.directory / "simulator.log").open("w"),
+            text=True,
+        )
+        self.procs.append(proc)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "listening on" in line, line
+        return line.rsplit(" ", 1)[1].strip()
+
+    def engine(self, exchange_url: str, otlp_url: str) -> subprocess.Popen[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp_url
+        proc = subprocess.Popen(
+            [sys.executable, str(ENGINE), self.marker, "--exchange-url", exchange_url,
+             "--service", SERVICE, "--rate", str(RATE)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=(self.directory / f"engine-{len(self.procs)}.log").open("w"),
+            text=True,
+        )  # fmt: skip
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    p = Processes(tmp_path)
+    yield p
+    p.stop_all()
+
+
+@pytest.fixture
+def webhook() -> Iterator[Webhook]:
+    w = Webhook().start()
+    yield w
+    w.stop()
+
+
+def inject(exchange_url: str, count: int) -> None:
+    """The next `count` ticker requests answer 503 Service Unavailable."""
+    request = urllib.request.Request(
+        exchange_url + "/_sim/faults",
+        data=json.dumps({"path": "ticker", "status": 503, "count": count}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status in (200, 201)
+
+
+def test_engine_failures_reach_alertmanager_webhook_and_resolve(
+    tmp_path: Path,
+    start_sidecar: StartSidecar,
+    processes: Processes,
+    webhook: Webhook,
+) -> None:
+    prometheus_bin = require_binary("prometheus")
+    alertmanager_bin = require_binary("prometheus-alertmanager")
+    timings: dict[str, float] = {}
+
+    # The rules exactly as shipped, but for `for`.
+    shorten_for(RULES, tmp_path / "rules", "2s")
+    shipped, shortened = rules_in(RULES), rules_in(tmp_path / "rules")
+    assert len(shipped) >= 20
+    for name, rule in shipped.items():
+        assert shortened[name] == ({**rule, "for": "2s"} if "for" in rule else rule)
+
+    exchange_url = processes.simulator()
+    sidecar: SidecarProcess = start_sidecar(
+        {
+            "host": {"enabled": False},
+            "engine": {
+                "interval": "1s",
+                "processes": [{"name": "engine", "cmdline": processes.marker}],
+            },
+        }
+    )
+    (tmp_path / "am").mkdir()
+    (tmp_path / "prom").mkdir()
+    alertmanager = Alertmanager(
+        alertmanager_bin,
+        tmp_path / "am",
+        example_alertmanager_config(RULES / "alertmanager.example.yml", webhook.url),
+    )
+    prometheus = Prometheus(
+        prometheus_bin,
+        tmp_path / "prom",
+        tmp_path / "rules",
+        [f"127.0.0.1:{sidecar.port}"],
+        f"127.0.0.1:{alertmanager.port}",
+    )
+    try:
+        alertmanager.start()
+        prometheus.start()
+        assert prometheus.rules_loaded() == len(shipped)
+        engine = processes.engine(exchange_url, sidecar.otlp_http_url)
+
+        # Prometheus sees the engine and its calls (first target discovery takes ~5s).
+        calls = f'sum(increase(traces_span_metrics_calls_total{{service_name="{SERVICE}", exchange!=""}}[5m]))'
+        prometheus.wait(
+            lambda: (
+                prometheus.value('engine_process_up{job="tickscope", process="engine"}') == 1
+                and (prometheus.value(calls) or 0) > 2 * RATE
+            ),
+            DEADLINE,
+            "engine and calls in Prometheus",
+        )
+        assert prometheus.value('ALERTS{alertname=~"ExchangeErrorRate|EngineDown"}') is None
+
+        # 1. The exchange fails a few percent of calls, spread over ~3 seconds so
+        # that several scrapes see the error series grow.
+        seen = prometheus.value(calls) or 0.0
+        errors = math.ceil(ERROR_SHARE * (seen + 3 * RATE))
+        batches = 15
+        timings["errors_start"] = time.monotonic()
+        for _ in range(batches):
+            inject(exchange_url, math.ceil(errors / batches))
+            time.sleep(3 / batches)
+        note, alert = webhook.wait_for(
+            "ExchangeErrorRate", "firing", timings["errors_start"], DEADLINE
+        )
+        timings["error_rate_firing"] = note.received - timings["errors_start"]
+        assert note.path == "/trading-desk"  # warning + exchange: the desk, not a page
+        assert note.body["status"] == "firing"
+        assert alert["labels"] == {
+            "alertname": "ExchangeErrorRate",
+            "severity": "warning",
+            "component": "exchange",
+            "job": "tickscope",
+            "instance": f"127.0.0.1:{sidecar.port}",
+            "service_name": SERVICE,
+            "exchange": "binance",
+        }
+        assert alert["annotations"]["runbook_url"] == "docs/runbooks.md#exchangeerrorrate"
+        assert (
+            f"of the calls {SERVICE} makes to binance fail" in alert["annotations"]["description"]
+        )
+        # The failures were real ccxt errors, counted by type.
+        families = sidecar.families()
+        failed = [
+            s.value
+            for s in families["exchange_api_errors"].samples
+            if s.name.endswith("_total") and s.labels.get("error_type") == "ExchangeNotAvailable"
+        ]
+        assert failed and failed[0] >= errors * 0.9
+
+        # The errors stopped: successes dilute them below 1% and the alert resolves.
+        note, alert = webhook.wait_for(
+            "ExchangeErrorRate", "resolved", timings["errors_start"], DEADLINE * 2
+        )
+        timings["error_rate_resolved"] = note.received - timings["errors_start"]
+        assert alert["labels"]["exchange"] == "binance"
+        assert note.path == "/trading-desk"
+
+        # 2. The engine process dies.
+        timings["kill"] = time.monotonic()
+        engine.kill()
+        engine.wait(10)
+        note, alert = webhook.wait_for("EngineDown", "firing", timings["kill"], DEADLINE)
+        timings["engine_down_firing"] = note.received - timings["kill"]
+        assert note.path == "/trading-desk-page"  # critical + engine: paged
+        assert alert["labels"] == {
+            "alertname": "EngineDown",
+            "severity": "critical",
+            "component": "engine",
+            "job": "tickscope",
+            "instance": f"127.0.0.1:{sidecar.port}",
+            "process": "engine",
+        }
+        assert alert["annotations"]["runbook_url"] == "docs/runbooks.md#enginedown"
+
+        # It comes back (a new PID): resolved, and counted as a restart.
+        timings["restart"] = time.monotonic()
+        processes.engine(exchange_url, sidecar.otlp_http_url)
+        note, alert = webhook.wait_for("EngineDown", "resolved", timings["restart"], DEADLINE)
+        timings["engine_down_resolved"] = note.received - timings["restart"]
+        assert alert["labels"]["process"] == "engine"
+        assert prometheus.value('engine_process_restarts_total{process="engine"}') == 1
+    finally:
+        prometheus.stop()
+        alertmanager.stop()
+    print(
+        "\nalerting e2e, condition -> webhook: "
+        + ", ".join(
+            f"{k} {v:.1f}s" for k, v in timings.items() if k.endswith(("firing", "resolved"))
+        )
+    )
