@@ -8,7 +8,7 @@ import os
 import signal
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter
 
@@ -24,7 +24,6 @@ from agent.pipeline import Pipeline, TraceBatch
 from agent.receivers.intake import Intake
 from agent.receivers.metrics import ReceiverMetrics
 from agent.receivers.metrics_intake import MetricsIntake
-from agent.receivers.otlp_grpc import OTLPGRPCReceiver
 from agent.receivers.otlp_http import OTLPHTTPReceiver
 from agent.selfmetrics import SelfMetrics
 from agent.server import AdminServer
@@ -36,6 +35,9 @@ from exporters.prometheus import new_registry
 from exporters.spanmetrics import SpanMetrics
 from exporters.spanstream import SpanStream
 from exporters.trading import TradingMetrics
+
+if TYPE_CHECKING:
+    from agent.receivers.otlp_grpc import OTLPGRPCReceiver
 
 __all__ = ["Sidecar"]
 
@@ -152,6 +154,9 @@ class Sidecar:
                 metrics_intake=metrics_intake,
             )
         if config.receiver.grpc.enabled:
+            # grpcio costs ~9 MiB of RSS: loaded only by sidecars that serve gRPC.
+            from agent.receivers.otlp_grpc import OTLPGRPCReceiver
+
             self.grpc_receiver = OTLPGRPCReceiver(
                 config.receiver.grpc, intake, self.health, metrics_intake=metrics_intake
             )

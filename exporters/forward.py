@@ -26,37 +26,24 @@ import gzip
 import logging
 import random
 import time
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Literal, Self
 from urllib.parse import urlsplit
 
 import aiohttp
-import grpc
-from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ByteSize, Field, model_validator
 
 from agent.configtypes import Bytes, Duration, StrictModel
 
+if TYPE_CHECKING:
+    from exporters.forward_grpc import GrpcSender
+
 __all__ = ["ForwardConfig", "Forwarder"]
 
 log = logging.getLogger("tickscope.forward")
 
-TRACE_EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 RETRYABLE_HTTP = frozenset({429, 502, 503, 504})
-# The OTLP specification's retryable gRPC codes.
-# (RESOURCE_EXHAUSTED only with a RetryInfo: without one it means "too large", and
-# sending the same bytes again cannot help.)
-RETRYABLE_GRPC = frozenset(
-    {
-        grpc.StatusCode.CANCELLED,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.ABORTED,
-        grpc.StatusCode.OUT_OF_RANGE,
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DATA_LOSS,
-    }
-)
 
 
 class RetryConfig(StrictModel):
@@ -182,20 +169,6 @@ def _partial(body: bytes) -> SendResult:
     return OK
 
 
-def _grpc_retry_delay(error: grpc.aio.AioRpcError) -> float | None:
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin" and isinstance(value, bytes):
-            try:
-                status = status_pb2.Status.FromString(value)
-            except Exception:
-                return None
-            for detail in status.details:
-                info = error_details_pb2.RetryInfo()
-                if detail.Unpack(info):
-                    return float(info.retry_delay.seconds + info.retry_delay.nanos / 1e9)
-    return None
-
-
 class Forwarder:
     def __init__(self, config: ForwardConfig, registry: CollectorRegistry) -> None:
         self.config = config
@@ -206,8 +179,7 @@ class Forwarder:
         self._flush = asyncio.Event()  # set at shutdown: send now, do not wait to batch
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._channel: grpc.aio.Channel | None = None
-        self._call: Any = None
+        self._grpc: GrpcSender | None = None
         self._last_log = 0.0
         self._in_flight = 0
         self.sent = Counter(
@@ -261,18 +233,10 @@ class Forwarder:
 
     async def start(self) -> None:
         if self.config.protocol == "grpc":
-            target, tls = self.config.grpc_target()
-            options = [("grpc.max_send_message_length", 64 * 1024 * 1024)]
-            self._channel = (
-                grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(), options=options)
-                if tls
-                else grpc.aio.insecure_channel(target, options=options)
-            )
-            self._call = self._channel.unary_unary(
-                TRACE_EXPORT_METHOD,
-                request_serializer=None,
-                response_deserializer=ExportTraceServiceResponse.FromString,
-            )
+            # grpcio costs ~9 MiB of RSS: loaded only by sidecars that use it.
+            from exporters.forward_grpc import GrpcSender
+
+            self._grpc = GrpcSender(self.config)
         else:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.config.timeout),
@@ -308,8 +272,8 @@ class Forwarder:
             self._in_flight = 0
             if self._session is not None:
                 await self._session.close()
-            if self._channel is not None:
-                await self._channel.close()
+            if self._grpc is not None:
+                await self._grpc.close()
 
     # -- sending --------------------------------------------------------------
 
@@ -392,8 +356,8 @@ class Forwarder:
             await asyncio.sleep(delay)
 
     async def _send(self, body: bytes) -> SendResult:
-        if self._call is not None:
-            return await self._send_grpc(body)
+        if self._grpc is not None:
+            return await self._grpc.send(body)
         return await self._send_http(body)
 
     async def _send_http(self, body: bytes) -> SendResult:
@@ -417,28 +381,6 @@ class Forwarder:
                 return SendResult(False, None, message, rejected=0)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return SendResult(True, None, f"{type(exc).__name__}: {exc}".rstrip(": "))
-
-    async def _send_grpc(self, body: bytes) -> SendResult:
-        metadata = tuple((k.lower(), v) for k, v in self.config.headers.items())
-        compression = grpc.Compression.Gzip if self.config.compression == "gzip" else None
-        try:
-            response = await self._call(
-                body, timeout=self.config.timeout, metadata=metadata, compression=compression
-            )
-        except grpc.aio.AioRpcError as error:
-            message = f"gRPC {error.code().name}: {error.details()}"
-            delay = _grpc_retry_delay(error)
-            if error.code() in RETRYABLE_GRPC or (
-                error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and delay is not None
-            ):
-                return SendResult(True, delay, message)
-            return SendResult(False, None, message)
-        rejected = response.partial_success.rejected_spans
-        if rejected:
-            return SendResult(
-                False, None, response.partial_success.error_message or "partial success", rejected
-            )
-        return OK
 
     def _warn(self, message: str) -> None:
         now = time.monotonic()

@@ -28,7 +28,11 @@ class OTLPHTTPConfig(StrictModel):
 
 
 class OTLPGRPCConfig(StrictModel):
-    enabled: bool = Field(True, description="Serve OTLP/gRPC.")
+    enabled: bool = Field(
+        True,
+        description="Serve OTLP/gRPC (loads grpcio: about 11 MiB more RSS; the shim sends "
+        "OTLP/HTTP by default).",
+    )
     bind: ListenHost = Field("127.0.0.1", description="Address the OTLP/gRPC receiver listens on.")
     port: Port = Field(4317, description="OTLP/gRPC port.")
     max_message_bytes: Bytes = Field(

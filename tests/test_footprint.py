@@ -1,0 +1,63 @@
+"""What the sidecar loads: never ccxt or the shim (ccxt alone is ~80 MB of RSS),
+and grpcio (~11 MiB with its threads) only when a gRPC receiver or forwarder is on."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import StartSidecar
+from sidecar_process import ROOT
+
+
+def mapped(pid: int) -> str:
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+def loaded_modules(s: object) -> str:
+    proc = s.proc  # type: ignore[attr-defined]
+    assert proc is not None
+    return mapped(proc.pid)
+
+
+def test_grpc_only_when_used(start_sidecar: StartSidecar) -> None:
+    http_only = start_sidecar(
+        {"host": {"enabled": False}, "receiver": {"grpc": {"enabled": False}}}
+    )
+    default = start_sidecar({"host": {"enabled": False}})
+    forwarding = start_sidecar(
+        {
+            "host": {"enabled": False},
+            "receiver": {"grpc": {"enabled": False}},
+            "forward": {"enabled": True, "endpoint": "http://127.0.0.1:9", "protocol": "grpc"},
+        }
+    )
+    assert "cygrpc" not in loaded_modules(http_only)
+    assert "cygrpc" in loaded_modules(default)
+    assert "cygrpc" in loaded_modules(forwarding)
+
+
+def test_never_ccxt_or_the_shim() -> None:
+    # Every module of the sidecar imported, as `tickscope run` would: none pulls in
+    # ccxt, the shim or the OpenTelemetry SDK; grpc stays out until asked for.
+    code = """
+import importlib, pkgutil, sys
+import agent, exporters
+lazy = {"agent.receivers.otlp_grpc", "exporters.forward_grpc", "agent.__main__"}
+for package in (agent, exporters):
+    for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        if info.name not in lazy:
+            importlib.import_module(info.name)
+print(" ".join(sys.modules))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    modules = result.stdout.split()
+    top_level = {m.split(".")[0] for m in modules}
+    assert {"agent", "exporters", "aiohttp", "prometheus_client", "psutil"} <= top_level
+    assert not top_level & {"ccxt", "shim", "grpc"}
+    otel = [m for m in modules if m.startswith("opentelemetry.")]
+    assert otel and all(m.startswith("opentelemetry.proto") for m in otel), otel
