@@ -234,8 +234,12 @@ class TradingMetrics:
 
     def end_batch(self, now: float) -> None:
         if self.exchanges_seen:
+            hits = self.rate_limit_hits
             for exchange in self.exchanges_seen:
-                self.rate_limit_hits.inc((exchange,), now, 0.0)
+                key = (exchange,)
+                # Past the series limit a 0 would only count as overflow, batch after batch.
+                if hits.find(key) is not None or len(hits) < hits.max_series:
+                    hits.inc(key, now, 0.0)
             self.exchanges_seen.clear()
         for exchange, attrs in self.rate_limit_seen.items():
             ratio = _ratio(attrs["trading.ratelimit.used"], attrs.get("trading.ratelimit.limit"))

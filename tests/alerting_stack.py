@@ -233,8 +233,8 @@ class Prometheus(_Server):
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         answer = self.get("/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
-        if not answer or answer.get("status") != "success":
-            return []
+        if not isinstance(answer, dict) or answer.get("status") != "success":
+            raise AssertionError(f"query {expr!r} failed: {answer!r}")
         result: list[dict[str, Any]] = answer["data"]["result"]
         return result
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import grpc
 from aiohttp import web
+from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -93,13 +94,32 @@ class HTTPSink:
 
 
 class GRPCSink:
-    def __init__(self, fail: grpc.StatusCode | None = None) -> None:
+    """An OTLP/gRPC trace sink. With `fail`, the first `fail_times` exports (all,
+    without it) are answered with that code, carrying a RetryInfo of `retry_delay`
+    seconds in the status details when given."""
+
+    def __init__(
+        self,
+        fail: grpc.StatusCode | None = None,
+        fail_times: int | None = None,
+        retry_delay: float | None = None,
+    ) -> None:
         self.received: list[bytes] = []
+        self.metadata: list[dict[str, str | bytes]] = []
         self.server = grpc.server(futures.ThreadPoolExecutor(4))
 
         def export(raw: bytes, context: grpc.ServicerContext) -> ExportTraceServiceResponse:
             self.received.append(raw)
-            if fail is not None:
+            self.metadata.append(dict(context.invocation_metadata()))
+            if fail is not None and (fail_times is None or len(self.received) <= fail_times):
+                if retry_delay is not None:
+                    status = status_pb2.Status(code=fail.value[0], message="told to fail")
+                    info = error_details_pb2.RetryInfo()
+                    info.retry_delay.FromNanoseconds(int(retry_delay * 1e9))
+                    status.details.add().Pack(info)
+                    context.set_trailing_metadata(
+                        (("grpc-status-details-bin", status.SerializeToString()),)
+                    )
                 context.abort(fail, "told to fail")
             return ExportTraceServiceResponse()
 

@@ -219,29 +219,43 @@ def test_alertmanager_example_receivers_exist() -> None:
     assert {route["receiver"] for route in config["route"]["routes"]} <= receivers
 
 
+def _matching(rules: list[dict[str, Any]], matchers: list[str]) -> list[dict[str, Any]]:
+    for matcher in matchers:
+        match = re.fullmatch(r'(alertname|component|severity)=~?"([^"]+)"', matcher)
+        assert match, matcher
+        key, pattern = match.groups()
+        rules = [
+            rule
+            for rule in rules
+            if re.fullmatch(pattern, rule["alert"] if key == "alertname" else rule["labels"][key])
+        ]
+    return rules
+
+
+def _keeps(rule: dict[str, Any], label: str) -> bool:
+    """Whether the alerts of `rule` carry `label` (no aggregation drops it)."""
+    if label in ("alertname", "severity", "component"):
+        return True
+    groups = re.findall(r"\b(?:sum|max|min|avg|count) by \(([^)]*)\)", rule["expr"])
+    return all(label in group for group in groups)
+
+
 def test_inhibitions_can_match() -> None:
-    # An inhibition whose `equal` labels its target alerts aggregate away never applies.
+    # An inhibition applies only if source and target alerts exist and both carry
+    # its `equal` labels.
     config = yaml.safe_load(ALERTMANAGER_EXAMPLE.read_text())
     rules = alerts()
     for inhibit in config["inhibit_rules"]:
-        targets = rules
-        for matcher in inhibit["target_matchers"]:
-            match = re.fullmatch(r'(alertname|component|severity)=~?"([^"]+)"', matcher)
-            assert match, matcher
-            key, pattern = match.groups()
-            targets = [
-                rule
-                for rule in targets
-                if re.fullmatch(
-                    pattern, rule["alert"] if key == "alertname" else rule["labels"][key]
-                )
-            ]
-        assert targets, f"inhibition {inhibit} matches no alert"
-        for rule in targets:
-            for group in re.findall(r"\b(?:sum|max|min|avg|count) by \(([^)]*)\)", rule["expr"]):
-                for label in inhibit.get("equal", []):
-                    if label != "alertname":
-                        assert label in group, f"{rule['alert']} drops {label}: {inhibit}"
+        sources = _matching(rules, inhibit["source_matchers"])
+        targets = _matching(rules, inhibit["target_matchers"])
+        assert sources, f"inhibition {inhibit} has no source alert"
+        assert targets, f"inhibition {inhibit} has no target alert"
+        for rule in sources + targets:
+            for label in inhibit.get("equal", []):
+                assert _keeps(rule, label), f"{rule['alert']} drops {label}: {inhibit}"
+        if "alertname" in inhibit.get("equal", []):
+            names = {r["alert"] for r in sources} & {r["alert"] for r in targets}
+            assert names, f"inhibition {inhibit} needs one alert at both ends"
 
 
 def test_readme_counts_the_alerts() -> None:

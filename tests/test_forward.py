@@ -219,6 +219,27 @@ def test_resource_exhausted_without_retry_info_is_not_retried(
     assert len(sink.received) == 1
 
 
+def test_grpc_retry_info_and_headers(start_sidecar: StartSidecar, sinks: list) -> None:
+    import grpc
+
+    # RESOURCE_EXHAUSTED with a RetryInfo is retried (after the delay it asks for);
+    # configured headers travel as lowercased metadata.
+    sink = GRPCSink(fail=grpc.StatusCode.RESOURCE_EXHAUSTED, fail_times=1, retry_delay=0.3).start()
+    sinks.append(sink)
+    s = start_sidecar(
+        forward_config(
+            f"http://127.0.0.1:{sink.port}",
+            protocol="grpc",
+            headers={"X-Scope-OrgID": "desk-1"},
+        )
+    )
+    send(s, request("svc-retryinfo", many("op", 5)).SerializeToString())
+    s.wait_until(lambda: forward_counts(s)["sent"] == 5, what="sent on the second attempt")
+    assert forward_counts(s)["failed"] == 0
+    assert len(sink.received) == 2 and sink.received[0] == sink.received[1]
+    assert all(m.get("x-scope-orgid") == "desk-1" for m in sink.metadata)
+
+
 def test_batches_respect_max_batch_bytes(start_sidecar: StartSidecar, sinks: list) -> None:
     sink = HTTPSink().start()
     sinks.append(sink)
