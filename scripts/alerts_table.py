@@ -18,9 +18,10 @@ BEGIN = "<!-- BEGIN GENERATED: scripts/alerts_table.py -->"
 END = "<!-- END GENERATED -->"
 
 
-def rules() -> list[dict]:
+def rules(directory: Path = ROOT / "alert-rules") -> list[dict]:
+    """Every alerting rule in directory's *.rules.yml, with the file it is in."""
     found = []
-    for path in sorted((ROOT / "alert-rules").glob("*.rules.yml")):
+    for path in sorted(directory.glob("*.rules.yml")):
         for group in yaml.safe_load(path.read_text())["groups"]:
             for rule in group["rules"]:
                 if "alert" in rule:

@@ -41,16 +41,6 @@ def shorten_for(source: Path, target: Path, duration: str) -> None:
         (target / path.name).write_text(yaml.safe_dump(document, sort_keys=False))
 
 
-def rules_in(directory: Path) -> dict[str, dict[str, Any]]:
-    """Every rule in directory's rule files, by alert (or record) name."""
-    found: dict[str, dict[str, Any]] = {}
-    for path in sorted(directory.glob("*.rules.yml")):
-        for group in yaml.safe_load(path.read_text())["groups"]:
-            for rule in group["rules"]:
-                found[rule.get("alert") or rule["record"]] = rule
-    return found
-
-
 @dataclass
 class Notification:
     received: float  # time.monotonic()

@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 from sidecar_process import ROOT, SidecarProcess
 
-# The exchange simulator and the demo engine live in examples/ (not a package).
+# The exchange simulator and the demo engine live in examples/, the docs generators
+# in scripts/ (neither is a package).
 sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 
 def require_binary(name: str) -> str:

@@ -6,6 +6,9 @@ their _total suffix.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 HOST_GAUGES = [
     "node_load1",
     "node_load5",
@@ -92,3 +95,44 @@ SPAN_PATH_SELF = [
     "tickscope_forward_failed_spans_total",
     "tickscope_forward_dropped_spans_total",
 ]
+
+
+# Every series name of the contract as Prometheus stores it: counters with _total,
+# histograms as _bucket, _sum and _count.
+CONTRACT_SERIES = frozenset(
+    [
+        *HOST_GAUGES,
+        *ENGINE_GAUGES,
+        *SELF_GAUGES,
+        *TRADING_GAUGES,
+        *SPAN_PATH_SELF,
+        *(f"{name}_total" for name in HOST_COUNTERS + ENGINE_COUNTERS + SELF_COUNTERS),
+        *(f"{name}_total" for name in SPAN_COUNTERS + TRADING_COUNTERS),
+        *(
+            f"{name}_{suffix}"
+            for name in SPAN_HISTOGRAMS + TRADING_HISTOGRAMS
+            for suffix in ("bucket", "sum", "count")
+        ),
+    ]
+)
+
+METRICS_DOC = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
+
+
+def documented_series() -> set[str]:
+    """Series names docs/metrics.md documents (first column of its tables; the
+    second for OTLP metrics, whose first column is the OTLP name)."""
+    names: set[str] = set()
+    for line in METRICS_DOC.read_text().splitlines():
+        cells = line.split("|")
+        if len(cells) < 4 or not cells[1].strip().startswith("`"):
+            continue
+        otlp = cells[2].strip().startswith("`")
+        column = cells[2] if otlp else cells[1]
+        kind = (cells[3] if otlp else cells[2]).strip()
+        for name in re.findall(r"`([a-z][a-zA-Z0-9_]*)`", column):
+            if kind == "histogram":
+                names.update(f"{name}_{suffix}" for suffix in ("bucket", "sum", "count"))
+            else:
+                names.add(name)
+    return names

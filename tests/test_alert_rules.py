@@ -7,26 +7,13 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from typing import Any
 
 import pytest
 import yaml
+from alerts_table import rules, table
 from conftest import require_binary
-from contract import (
-    ENGINE_COUNTERS,
-    ENGINE_GAUGES,
-    HOST_COUNTERS,
-    HOST_GAUGES,
-    SELF_COUNTERS,
-    SELF_GAUGES,
-    SPAN_COUNTERS,
-    SPAN_HISTOGRAMS,
-    SPAN_PATH_SELF,
-    TRADING_COUNTERS,
-    TRADING_GAUGES,
-    TRADING_HISTOGRAMS,
-)
+from contract import CONTRACT_SERIES, documented_series
 from sidecar_process import ROOT
 
 RULES_DIR = ROOT / "alert-rules"
@@ -39,54 +26,14 @@ SEVERITIES = {"warning", "critical"}
 COMPONENTS = {"host", "engine", "exchange", "sidecar"}
 
 
-def documented_series() -> set[str]:
-    """Series names docs/metrics.md documents (first column of its tables)."""
-    names: set[str] = set()
-    for line in (ROOT / "docs" / "metrics.md").read_text().splitlines():
-        cells = line.split("|")
-        if len(cells) < 4 or not cells[1].strip().startswith("`"):
-            continue
-        # The exposed name is the first column, or the second for OTLP metrics.
-        kind = cells[2].strip()
-        column = cells[2] if kind.startswith("`") else cells[1]
-        kind = cells[3].strip() if kind.startswith("`") else kind
-        for name in re.findall(r"`([a-z][a-zA-Z0-9_]*)`", column):
-            if kind == "histogram":
-                names.update(f"{name}_{suffix}" for suffix in ("bucket", "sum", "count"))
-            else:
-                names.add(name)
-    return names
-
-
-# Every series name a rule may select: the contract's families with the suffixes
-# Prometheus stores them under, what docs/metrics.md documents, and the scrape's `up`.
-CONTRACT_SERIES = frozenset(
-    [
-        *HOST_GAUGES,
-        *ENGINE_GAUGES,
-        *SELF_GAUGES,
-        *TRADING_GAUGES,
-        *SPAN_PATH_SELF,
-        *(f"{name}_total" for name in HOST_COUNTERS + ENGINE_COUNTERS + SELF_COUNTERS),
-        *(f"{name}_total" for name in SPAN_COUNTERS + TRADING_COUNTERS),
-        *(
-            f"{name}_{suffix}"
-            for name in SPAN_HISTOGRAMS + TRADING_HISTOGRAMS
-            for suffix in ("bucket", "sum", "count")
-        ),
-        *documented_series(),
-        "up",
-    ]
-)
+# What a rule may select: the contract, everything docs/metrics.md documents, and
+# the scrape's own `up`.
+QUERYABLE = CONTRACT_SERIES | documented_series() | {"up"}
 METRIC_PREFIXES = ("node_", "engine_", "exchange_", "trading_", "traces_", "tickscope_", "up")
 
 
 def alerts() -> list[dict[str, Any]]:
-    found = []
-    for path in RULE_FILES:
-        for group in yaml.safe_load(path.read_text())["groups"]:
-            found.extend({**rule, "file": path.name} for rule in group["rules"] if "alert" in rule)
-    return found
+    return rules()
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -159,26 +106,19 @@ def test_expressions_use_contract_names_only(rule: dict[str, Any]) -> None:
         for token in re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", expr)
         if token.startswith(METRIC_PREFIXES) and token not in {"by", "without"}
     }
-    assert names <= CONTRACT_SERIES, names - CONTRACT_SERIES
+    assert names <= QUERYABLE, names - QUERYABLE
     for pattern in regex_names:
-        matched = [name for name in CONTRACT_SERIES if re.fullmatch(pattern, name)]
+        matched = [name for name in QUERYABLE if re.fullmatch(pattern, name)]
         assert len(matched) >= 2, f"{pattern} matches {matched}"
     assert names or regex_names
 
 
 def test_alerts_table_is_current() -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", "import alerts_table, sys; sys.stdout.write(alerts_table.table())"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT / "scripts",
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout in (ROOT / "docs" / "alerts.md").read_text(), (
+    generated = table()
+    assert generated in (ROOT / "docs" / "alerts.md").read_text(), (
         "docs/alerts.md is out of date: run python scripts/alerts_table.py"
     )
-    assert result.stdout.count("\n| [") == len(alerts())
+    assert generated.count("\n| [") == len(alerts())
 
 
 def test_alertmanager_example_is_valid() -> None:

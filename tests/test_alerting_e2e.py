@@ -31,9 +31,9 @@ from alerting_stack import (
     Prometheus,
     Webhook,
     example_alertmanager_config,
-    rules_in,
     shorten_for,
 )
+from alerts_table import rules
 from conftest import StartSidecar, require_binary
 from sidecar_process import ROOT, SidecarProcess
 
@@ -137,10 +137,10 @@ def test_engine_failures_reach_alertmanager_webhook_and_resolve(
 
     # The rules exactly as shipped, but for `for`.
     shorten_for(RULES, tmp_path / "rules", "2s")
-    shipped, shortened = rules_in(RULES), rules_in(tmp_path / "rules")
-    assert len(shipped) >= 20
-    for name, rule in shipped.items():
-        assert shortened[name] == ({**rule, "for": "2s"} if "for" in rule else rule)
+    shipped, shortened = rules(RULES), rules(tmp_path / "rules")
+    assert len(shipped) == len(shortened) >= 20
+    for rule, short in zip(shipped, shortened, strict=True):
+        assert short == ({**rule, "for": "2s"} if "for" in rule else rule)
 
     exchange_url = processes.simulator()
     sidecar: SidecarProcess = start_sidecar(
