@@ -30,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT / "examples"))
 
 CALLS = 2000
 ROUNDS = 4
@@ -38,13 +39,6 @@ ROUNDS = 4
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
-def point_at(exchange: Any, base_url: str) -> Any:
-    for key, value in list(exchange.urls["api"].items()):
-        if isinstance(value, str) and value.startswith("https://"):
-            exchange.urls["api"][key] = f"{base_url}/{value[len('https://') :]}"
-    return exchange
 
 
 OPTIONS = {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False}
@@ -58,6 +52,7 @@ def child_rate(shim_mode: str, url: str, endpoint: str, calls: int) -> dict[str,
     instrumented one, called in alternating blocks, so that both see the same
     process, the same machine noise and the same background threads."""
     import ccxt
+    from exchange_simulator import point_at
 
     import shim
 

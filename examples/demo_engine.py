@@ -23,24 +23,11 @@ import signal
 import time
 from typing import Any
 
+from exchange_simulator import point_at
+
 import shim
 
 log = logging.getLogger("demo_engine")
-
-
-def point_at(exchange: Any, base_url: str) -> Any:
-    """Send the exchange's API calls to `base_url` (the local simulator) instead
-    of the real exchange: https://host/path -> {base_url}/host/path."""
-
-    def rewrite(value: Any) -> Any:
-        if isinstance(value, str) and value.startswith("https://"):
-            return f"{base_url.rstrip('/')}/{value[len('https://') :]}"
-        if isinstance(value, dict):
-            return {k: rewrite(v) for k, v in value.items()}
-        return value
-
-    exchange.urls["api"] = rewrite(exchange.urls["api"])
-    return exchange
 
 
 class TickerCache:

@@ -557,11 +557,7 @@ class BinanceSimulator:
         `http://127.0.0.1:PORT/api.binance.com/api/v3`. URLs already pointed at a
         simulator are re-pointed, not nested.
         """
-        base = self.url
-        urls = dict(exchange.urls)  # a fresh dict: never edit one ccxt may share
-        urls["api"] = _rewrite_urls(urls.get("api"), base)
-        exchange.urls = urls
-        return exchange
+        return point_at(exchange, self.url)
 
     def ccxt_config(self, api_key: str | None = None, secret: str | None = None) -> dict[str, Any]:
         """Constructor config for `ccxt.binance`: spot markets only, so that
@@ -1504,6 +1500,15 @@ class BinanceSimulator:
         ]
         rows = rows[:limit] if from_id is not None or start is not None else rows[-limit:]
         return [t.as_json() for t in rows]
+
+
+def point_at(exchange: Any, base_url: str) -> Any:
+    """Rewrite a ccxt exchange's API URLs to a simulator at `base_url` (from
+    another process: `BinanceSimulator.point` when you hold the simulator)."""
+    urls = dict(exchange.urls)  # a fresh dict: never edit one ccxt may share
+    urls["api"] = _rewrite_urls(urls.get("api"), base_url.rstrip("/"))
+    exchange.urls = urls
+    return exchange
 
 
 def _rewrite_urls(value: Any, base: str) -> Any:

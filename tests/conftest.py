@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from contract import PROMTOOL_ALLOWED
 from sidecar_process import ROOT, SidecarProcess
 
 # The exchange simulator and the demo engine live in examples/, the docs generators
@@ -26,6 +29,20 @@ def require_binary(name: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def promtool_check_metrics(exposition: str) -> tuple[list[str], int]:
+    """`promtool check metrics` on an exposition: the findings other than the one
+    the contract accepts (node_exporter's CamelCase meminfo names), and the exit code."""
+    result = subprocess.run(
+        [require_binary("promtool"), "check", "metrics"],
+        input=exposition,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    findings = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    return [line for line in findings if not re.match(PROMTOOL_ALLOWED, line)], result.returncode
 
 
 StartSidecar = Callable[..., SidecarProcess]

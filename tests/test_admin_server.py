@@ -10,14 +10,13 @@ import time
 
 import psutil
 import pytest
-from conftest import StartSidecar, require_binary
+from conftest import StartSidecar, promtool_check_metrics
 from contract import (
     ENGINE_COUNTERS,
     ENGINE_GAUGES,
     HOST_COUNTERS,
     HOST_GAUGES,
     HOST_SENSORS,
-    PROMTOOL_ALLOWED,
     SELF_COUNTERS,
     SELF_GAUGES,
 )
@@ -132,24 +131,14 @@ def test_name_filter(sidecar: SidecarProcess) -> None:
 
 
 def test_promtool_finds_no_problems_beyond_node_exporter_naming(sidecar: SidecarProcess) -> None:
-    promtool = require_binary("promtool")
-    body = sidecar.metrics_text()
-    result = subprocess.run(
-        [promtool, "check", "metrics"], input=body, capture_output=True, text=True, timeout=30
-    )
-    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
-    unexpected = [line for line in lines if not re.match(PROMTOOL_ALLOWED, line)]
+    unexpected, returncode = promtool_check_metrics(sidecar.metrics_text())
     assert unexpected == [], unexpected
-    assert result.returncode in (0, 3)  # 3 = lint findings, all of them the allowed kind
+    assert returncode in (0, 3)  # 3 = lint findings, all of them the allowed kind
     # A metric promtool would flag (counter without _total) does make it fail: the check is live.
-    bad = subprocess.run(
-        [promtool, "check", "metrics"],
-        input="# HELP x_requests A counter.\n# TYPE x_requests counter\nx_requests 1\n",
-        capture_output=True,
-        text=True,
-        timeout=30,
+    bad, returncode = promtool_check_metrics(
+        "# HELP x_requests A counter.\n# TYPE x_requests counter\nx_requests 1\n"
     )
-    assert bad.returncode != 0
+    assert bad and returncode != 0
 
 
 def test_healthz_readyz_and_status_page(sidecar: SidecarProcess) -> None:

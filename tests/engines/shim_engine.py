@@ -17,24 +17,14 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 
+from exchange_simulator import point_at
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import shim
 
 OPTIONS = {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False}
-
-
-def point_at(exchange: Any, base_url: str) -> Any:
-    def rewrite(value: Any) -> Any:
-        if isinstance(value, str) and value.startswith("https://"):
-            return f"{base_url}/{value[len('https://') :]}"
-        if isinstance(value, dict):
-            return {k: rewrite(v) for k, v in value.items()}
-        return value
-
-    exchange.urls["api"] = rewrite(exchange.urls["api"])
-    return exchange
 
 
 def config() -> dict[str, Any]:
