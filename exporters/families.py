@@ -76,6 +76,9 @@ class _Family(Generic[S]):
         self.max_series = max_series
         self._on_overflow = on_overflow
         self._series: dict[tuple[Any, ...], S] = {}
+        # Bumped whenever series are dropped, so that a caller holding on to
+        # series objects knows to look them up again.
+        self.generation = 0
         # dict.get of the series map: hot loops call it without a method hop.
         self.lookup: Callable[[tuple[Any, ...]], S | None] = self._series.get
 
@@ -109,6 +112,8 @@ class _Family(Generic[S]):
         old = [key for key, slot in self._series.items() if slot.last_seen < horizon]
         for key in old:
             del self._series[key]
+        if old:
+            self.generation += 1
         return len(old)
 
     def __len__(self) -> int:

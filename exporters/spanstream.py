@@ -1,30 +1,54 @@
 """One pass over each accepted trace batch, feeding every span aggregator.
 
-The pass reads the batch through exporters.spanview (see there for why), pulls
-out of each span what the aggregators need, once, and hands it to the span
-metrics (inlined: this loop runs for every span, ~2-3 µs each, and a Python
-call costs ~0.1 µs) and the trading metrics.
+The pass reads the batch through exporters.spanview (see there for why). Per
+span it reads the attributes' *signature* (the wanted attributes, see
+spanview.AttributeCache) and looks up, with the span's name, kind and status,
+its *shape*: everything the aggregators derive from those (the span-metrics
+series, whether the trading metrics want the span), worked out once per
+distinct shape rather than once per span. A trading engine's spans come in a
+few hundred shapes (exchange x method x outcome), so per span what is left is
+reading its fields and counting into a histogram.
+
+The span metrics' counting is inlined here: this loop runs for every span, and
+a Python call costs ~0.1 µs. The trading metrics see only the spans that placed
+an order or failed, and once per batch the newest rate-limit headers per exchange.
 """
 
 from __future__ import annotations
 
-import bisect
 import time
+from bisect import bisect_left
 from typing import Any
 
+from exporters.families import OVERFLOW
 from exporters.spanmetrics import SpanMetrics
 from exporters.spanview import (
-    STATUS_BY_BYTES,
     AttributeCache,
     anyvalue_to_str,
     decode_traces,
     status_code_of,
 )
-from exporters.trading import TradingMetrics
+from exporters.trading import RATE_LIMIT_ATTRIBUTES, TradingMetrics
 
 __all__ = ["SpanStream"]
 
 UNKNOWN_SERVICE = "unknown_service"  # the OTel SDKs' default when service.name is unset
+EXCHANGE = "exchange.id"
+METHOD = "ccxt.method"
+# Shapes held per resource before the cache starts over (they are few; this
+# bounds a high-cardinality dimension, which makes every span its own shape).
+MAX_SHAPES = 4096
+MAX_RESOURCES = 64
+
+# What a span's name, kind, status and signature decide, as a tuple (unpacked
+# in one step in the loop):
+#   series: its span-metrics series (None without span metrics);
+#   exchange: exchange.id of a ccxt span, else None;
+#   traded: an order or a failure (TradingMetrics.add wants it);
+#   rate_limited: it carries rate-limit headers;
+#   status: its status code;
+#   attributes: its wanted attributes.
+Shape = tuple[Any, str | None, bool, bool, int, dict[str, str]]
 
 
 class SpanStream:
@@ -33,10 +57,15 @@ class SpanStream:
         self.trading = trading
         wanted: set[str] = set()
         if spanmetrics is not None:
-            wanted |= spanmetrics.wanted_attributes
+            wanted |= set(spanmetrics.dim_attributes)
+        marked: frozenset[str] = frozenset()
         if trading is not None:
             wanted |= trading.wanted_attributes
-        self.attributes = AttributeCache(wanted)
+            marked = RATE_LIMIT_ATTRIBUTES
+        self.attributes = AttributeCache(wanted, marked)
+        # (service, dimension fallbacks) -> (name, kind, raw status, signature) -> Shape
+        self._shapes: dict[tuple[str, ...], dict[tuple[Any, ...], Shape]] = {}
+        self._generation = 0
         self.spans = 0
         self.last_batch_valid = True
 
@@ -55,104 +84,124 @@ class SpanStream:
         now = time.monotonic()
         spanmetrics = self.spanmetrics
         trading = self.trading
-        if trading is not None:
-            order_methods = trading.order_methods
-            rate_limit_seen = trading.rate_limit_seen
-            exchanges_seen = trading.exchanges_seen
         attribute = self.attributes.entries.__getitem__
         resolve = self.attributes.resolve
-        status_codes = STATUS_BY_BYTES
+        # exchange -> its newest span with rate-limit headers in this batch
+        limited: dict[str, Any] = {}
+        if trading is not None:
+            exchanges_seen = trading.exchanges_seen
+            add_trade = trading.add
         if spanmetrics is not None:
             dim_keys = spanmetrics.dim_attributes
             histogram = spanmetrics.histogram
-            find = histogram.lookup
-            new_series = spanmetrics.new_series
             bounds = histogram.bounds
-            touched = spanmetrics.touched if spanmetrics.config.exemplars else None
-            # The default (and usual) three dimensions get an unrolled path: it
-            # builds the key ~200 ns faster than unpacking a map().
-            three_dims = len(dim_keys) == 3
-            if three_dims:
-                k0, k1, k2 = dim_keys
+            touched = spanmetrics.touched
+            exemplars = spanmetrics.config.exemplars
+            if histogram.generation != self._generation:
+                # Series were dropped since the shapes were made: theirs may be gone.
+                self._generation = histogram.generation
+                self._shapes.clear()
         count = 0
         for resource_spans in view.resource_spans:
             resource = {
                 kv.key: anyvalue_to_str(kv.value) for kv in resource_spans.resource.attributes
             }
             service = resource.get("service.name") or UNKNOWN_SERVICE
+            fallbacks: tuple[str, ...] = ()
             if spanmetrics is not None:
                 # A dimension the span lacks falls back to the resource's value, then
                 # to its default: per resource, that fallback is fixed.
-                fallbacks = [
+                fallbacks = tuple(
                     resource.get(key, default)
                     for key, default in zip(dim_keys, spanmetrics.dim_defaults, strict=True)
-                ]
-                if three_dims:
-                    f0, f1, f2 = fallbacks
+                )
+            shapes = self._shapes_of(service, fallbacks)
             for scope_spans in resource_spans.scope_spans:
                 for span in scope_spans.spans:
                     count += 1
                     try:
-                        attrs = dict(filter(None, map(attribute, span.attributes)))
+                        # A slice makes the attributes' bytes ~40% faster than iterating.
+                        signature = tuple(filter(None, map(attribute, span.attributes[:])))
                     except KeyError:  # an attribute not seen before
-                        attrs = resolve(span.attributes)
-                    raw_status = span.status
-                    status = status_codes.get(raw_status)
-                    if status is None:
-                        status = status_code_of(raw_status)
+                        signature = resolve(span.attributes)
+                    what = (span.name, span.kind, span.status, signature)
+                    shape = shapes.get(what)
+                    if shape is None:
+                        shape = self._shape(shapes, what, service, fallbacks, now)
+                    series, exchange, traded, rate_limited, status, attributes = shape
                     duration = (span.end_time_unix_nano - span.start_time_unix_nano) / 1e9
                     if duration < 0:
                         duration = 0.0  # clock skew between start and end: count it, as zero
-                    if spanmetrics is not None:
-                        kind = span.kind
-                        if kind > 5 or kind < 0:
-                            kind = 0  # an unknown enum value renders as UNSPECIFIED: key it so
-                        get = attrs.get
-                        if three_dims:
-                            key = (
-                                service,
-                                span.name,
-                                kind,
-                                status,
-                                get(k0, f0),
-                                get(k1, f1),
-                                get(k2, f2),
-                            )
-                        else:
-                            key = (
-                                service,
-                                span.name,
-                                kind,
-                                status,
-                                *map(get, dim_keys, fallbacks),
-                            )
-                        slot = find(key)
-                        if slot is None:
-                            slot = new_series(key, now)
-                        slot.last_seen = now
-                        index = bisect.bisect_left(bounds, duration)
-                        slot.counts[index] += 1
-                        slot.sum += duration
+                    if series is not None:
+                        series.last_seen = now
+                        index = bisect_left(bounds, duration)
+                        series.counts[index] += 1
+                        series.sum += duration
                         # Exemplars: at most one new one per bucket per second (a scrape
                         # shows one per bucket), which keeps the id hex-encoding rare.
-                        if touched is not None and slot.exemplar_due[index] <= now:
-                            slot.exemplar_due[index] = now + 1.0
-                            touched.append((slot, index, span, duration))
-                    if trading is not None:
-                        exchange = attrs.get("exchange.id")
-                        if exchange is not None:  # a ccxt span
-                            exchanges_seen.add(exchange)
-                            order = order_methods.get(attrs.get("ccxt.method", ""))
-                            if order is None:
-                                order = trading.is_order(attrs.get("ccxt.method", ""))
-                            if order or status == 2:
-                                trading.add(attrs, status, duration, span, now)
-                            if "trading.ratelimit.used" in attrs:
-                                rate_limit_seen[exchange] = attrs
+                        if series.exemplar_due[index] <= now and exemplars:
+                            series.exemplar_due[index] = now + 1.0
+                            touched.append((series, index, span, duration))
+                    if exchange is not None:
+                        exchanges_seen.add(exchange)
+                        if traded:
+                            add_trade(attributes, status, duration, span, now)
+                        if rate_limited:
+                            limited[exchange] = span
         if spanmetrics is not None:
             spanmetrics.end_batch(now)
         if trading is not None:
+            for exchange, span in limited.items():
+                trading.rate_limit_seen[exchange] = self.attributes.texts(
+                    span.attributes, RATE_LIMIT_ATTRIBUTES
+                )
             trading.end_batch(now)
         self.spans += count
         self.last_batch_valid = self.attributes.invalid == invalid_before
         return count
+
+    def _shapes_of(self, service: str, fallbacks: tuple[str, ...]) -> dict[tuple[Any, ...], Shape]:
+        resource = (service, *fallbacks)
+        shapes = self._shapes.get(resource)
+        if shapes is None:
+            if len(self._shapes) >= MAX_RESOURCES:
+                self._shapes.clear()
+            shapes = self._shapes[resource] = {}
+        return shapes
+
+    def _shape(
+        self,
+        shapes: dict[tuple[Any, ...], Shape],
+        what: tuple[Any, ...],
+        service: str,
+        fallbacks: tuple[str, ...],
+        now: float,
+    ) -> Shape:
+        name, kind, raw_status, signature = what
+        attributes = dict(signature)
+        status = status_code_of(raw_status)
+        series = None
+        overflow = False
+        if self.spanmetrics is not None:
+            if not 0 <= kind <= 5:
+                kind = 0  # an unknown enum value renders as UNSPECIFIED: key it so
+            dims = map(attributes.get, self.spanmetrics.dim_attributes, fallbacks)
+            key = (service, name, kind, status, *dims)
+            series = self.spanmetrics.histogram.lookup(key)
+            if series is None:
+                series = self.spanmetrics.new_series(key, now)
+                # Past the cardinality limit: not kept, so that every span of this
+                # shape comes back here and is counted as overflow.
+                overflow = self.spanmetrics.histogram.lookup(OVERFLOW) is series
+        exchange: str | None = None
+        traded = rate_limited = False
+        if self.trading is not None and EXCHANGE in attributes:  # a ccxt span
+            exchange = attributes[EXCHANGE]
+            traded = status == 2 or self.trading.is_order(attributes.get(METHOD, ""))
+            rate_limited = not RATE_LIMIT_ATTRIBUTES.isdisjoint(attributes)
+        shape = (series, exchange, traded, rate_limited, status, attributes)
+        if not overflow:
+            if len(shapes) >= MAX_SHAPES:
+                shapes.clear()
+            shapes[what] = shape
+        return shape

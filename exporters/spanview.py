@@ -95,21 +95,27 @@ class AttributeCache:
     `entries` is a plain dict so that the hot loop can map its __getitem__ over
     a span's attributes in C (a dict subclass with __missing__ is ~2x slower
     there); a KeyError sends the span through `resolve`, which decodes the
-    misses with opentelemetry-proto's KeyValue. The entries are (key, value)
-    pairs so that dict() turns a span's hits into its attribute map. Bounded:
-    cleared when full, so a high-cardinality attribute (an order id) costs a
-    decode per span, never memory.
+    misses with opentelemetry-proto's KeyValue. What the loop gets for a span,
+    its hits in order, is its *signature*: spans with equal signatures agree on
+    every wanted attribute. Keys in `marked` (values that change from span to
+    span, such as rate-limit counters) are wanted only for whether a span has
+    them: their entry is (key, ""), so that they do not split signatures; their
+    values are read with `texts`. Bounded: cleared when full, so a
+    high-cardinality attribute (an order id) costs a decode per span, never memory.
     """
 
-    def __init__(self, wanted: set[str], max_entries: int = 8192) -> None:
+    def __init__(
+        self, wanted: set[str], marked: frozenset[str] = frozenset(), max_entries: int = 8192
+    ) -> None:
         self.wanted = frozenset(wanted)
+        self.marked = marked - self.wanted
         self.max_entries = max_entries
         self.entries: dict[bytes, tuple[str, str] | None] = {}
         self.invalid = 0  # attributes that did not parse as a KeyValue
 
-    def resolve(self, attributes: Iterable[bytes]) -> dict[str, str]:
-        """The attribute map of one span, decoding what the cache lacks."""
-        found: dict[str, str] = {}
+    def resolve(self, attributes: Iterable[bytes]) -> tuple[tuple[str, str], ...]:
+        """The signature of one span, decoding what the cache lacks."""
+        found: list[tuple[str, str]] = []
         entries = self.entries
         for raw in attributes:
             try:
@@ -117,22 +123,44 @@ class AttributeCache:
             except KeyError:
                 entry = self._decode(raw)
             if entry is not None:
-                found[entry[0]] = entry[1]
-        return found
+                found.append(entry)
+        return tuple(found)
 
     def _decode(self, raw: bytes) -> tuple[str, str] | None:
+        kv = self._keyvalue(raw)
+        if kv is None:
+            return None
+        entry: tuple[str, str] | None = None
+        if kv.key in self.wanted:
+            entry = (kv.key, anyvalue_to_str(kv.value))
+        elif kv.key in self.marked:
+            entry = (kv.key, "")
+        if len(self.entries) >= self.max_entries:
+            self.entries.clear()
+        self.entries[raw] = entry
+        return entry
+
+    def _keyvalue(self, raw: bytes) -> common_pb2.KeyValue | None:
         try:
-            kv = common_pb2.KeyValue.FromString(raw)
+            return common_pb2.KeyValue.FromString(raw)
         except Exception:
             # Not a KeyValue: the request's structure parsed, but this attribute's
             # inside does not. Ignore the attribute, count it, never crash.
             self.invalid += 1
             return None
-        entry = (kv.key, anyvalue_to_str(kv.value)) if kv.key in self.wanted else None
-        if len(self.entries) >= self.max_entries:
-            self.entries.clear()
-        self.entries[raw] = entry
-        return entry
+
+    def texts(self, attributes: Iterable[bytes], keys: frozenset[str]) -> dict[str, str]:
+        """The values of `keys` among a span's attributes, decoded afresh (for the
+        marked keys, whose values the cache does not hold)."""
+        found: dict[str, str] = {}
+        for raw in attributes:
+            try:
+                kv = common_pb2.KeyValue.FromString(raw)
+            except Exception:
+                continue  # counted when the span was aggregated
+            if kv.key in keys:
+                found[kv.key] = anyvalue_to_str(kv.value)
+        return found
 
 
 # Serialized Status -> code. The loop in SpanStream reads it directly and calls

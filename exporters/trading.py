@@ -60,16 +60,19 @@ DEFAULT_REJECTED = (
 DEFAULT_RATE_LIMIT = ("RateLimitExceeded", "DDoSProtection")
 RATE_LIMIT_HTTP = frozenset({"429", "418"})
 
-WANTED = {
-    "exchange.id",
-    "ccxt.method",
-    "error.type",
-    "trading.order.side",
-    "trading.order.type",
-    "http.response.status_code",
-    "trading.ratelimit.used",
-    "trading.ratelimit.limit",
-}
+# What `add` reads of an order's or a failed call's span.
+SPAN_ATTRIBUTES = frozenset(
+    {
+        "exchange.id",
+        "ccxt.method",
+        "error.type",
+        "trading.order.side",
+        "trading.order.type",
+        "http.response.status_code",
+    }
+)
+# What `rate_limit_seen` holds of an exchange's newest span with rate-limit headers.
+RATE_LIMIT_ATTRIBUTES = frozenset({"trading.ratelimit.used", "trading.ratelimit.limit"})
 
 
 class TradingConfig(StrictModel):
@@ -175,8 +178,9 @@ class TradingMetrics:
         self.order_methods: dict[str, bool] = {}
 
     @property
-    def wanted_attributes(self) -> set[str]:
-        return set(WANTED)
+    def wanted_attributes(self) -> frozenset[str]:
+        """The span attributes `add` reads."""
+        return SPAN_ATTRIBUTES
 
     def is_order(self, method: str) -> bool:
         flag = self.order_methods.get(method)

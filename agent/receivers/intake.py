@@ -79,13 +79,15 @@ _span_id = attrgetter("span_id")
 
 def _all_ids_valid(request: Any) -> bool:
     # map() over attrgetter keeps the per-span work in C: this runs for every span.
+    # The spans are sliced into a list first so that both passes share one
+    # wrapper object per span.
     for resource_spans in request.resource_spans:
         for scope_spans in resource_spans.scope_spans:
-            spans = scope_spans.spans
+            spans = scope_spans.spans[:]
+            if not spans:
+                continue
             trace_ids = list(map(_trace_id, spans))
             span_ids = list(map(_span_id, spans))
-            if not trace_ids:
-                continue
             if set(map(len, trace_ids)) != {16} or set(map(len, span_ids)) != {8}:
                 return False
             if _ZERO_TRACE in trace_ids or _ZERO_SPAN in span_ids:
