@@ -28,13 +28,12 @@ from exporters.spanview import (
     decode_traces,
     status_code_of,
 )
-from exporters.trading import RATE_LIMIT_ATTRIBUTES, TradingMetrics
+from exporters.trading import RATE_LIMIT_ATTRIBUTES, Plan, TradingMetrics
 
 __all__ = ["SpanStream"]
 
 UNKNOWN_SERVICE = "unknown_service"  # the OTel SDKs' default when service.name is unset
 EXCHANGE = "exchange.id"
-METHOD = "ccxt.method"
 # Shapes held per resource before the cache starts over (they are few; this
 # bounds a high-cardinality dimension, which makes every span its own shape).
 MAX_SHAPES = 4096
@@ -44,11 +43,9 @@ MAX_RESOURCES = 64
 # in one step in the loop):
 #   series: its span-metrics series (None without span metrics);
 #   exchange: exchange.id of a ccxt span, else None;
-#   traded: an order or a failure (TradingMetrics.add wants it);
-#   rate_limited: it carries rate-limit headers;
-#   status: its status code;
-#   attributes: its wanted attributes.
-Shape = tuple[Any, str | None, bool, bool, int, dict[str, str]]
+#   plan: what the trading metrics count for it (TradingMetrics.plan), or None;
+#   rate_limited: it carries rate-limit headers.
+Shape = tuple[Any, str | None, Plan | None, bool]
 
 
 class SpanStream:
@@ -63,7 +60,7 @@ class SpanStream:
             wanted |= trading.wanted_attributes
             marked = RATE_LIMIT_ATTRIBUTES
         self.attributes = AttributeCache(wanted, marked)
-        # (service, dimension fallbacks) -> (name, kind, raw status, signature) -> Shape
+        # (service, dimension fallbacks) -> (name, kind, raw status, *signature) -> Shape
         self._shapes: dict[tuple[str, ...], dict[tuple[Any, ...], Shape]] = {}
         self._generation = 0
         self.spans = 0
@@ -90,7 +87,7 @@ class SpanStream:
         limited: dict[str, Any] = {}
         if trading is not None:
             exchanges_seen = trading.exchanges_seen
-            add_trade = trading.add
+            record = trading.record
         if spanmetrics is not None:
             dim_keys = spanmetrics.dim_attributes
             histogram = spanmetrics.histogram
@@ -121,14 +118,18 @@ class SpanStream:
                     count += 1
                     try:
                         # A slice makes the attributes' bytes ~40% faster than iterating.
-                        signature = tuple(filter(None, map(attribute, span.attributes[:])))
+                        what = (
+                            span.name,
+                            span.kind,
+                            span.status,
+                            *map(attribute, span.attributes[:]),
+                        )
                     except KeyError:  # an attribute not seen before
-                        signature = resolve(span.attributes)
-                    what = (span.name, span.kind, span.status, signature)
+                        what = (span.name, span.kind, span.status, *resolve(span.attributes))
                     shape = shapes.get(what)
                     if shape is None:
                         shape = self._shape(shapes, what, service, fallbacks, now)
-                    series, exchange, traded, rate_limited, status, attributes = shape
+                    series, exchange, plan, rate_limited = shape
                     duration = (span.end_time_unix_nano - span.start_time_unix_nano) / 1e9
                     if duration < 0:
                         duration = 0.0  # clock skew between start and end: count it, as zero
@@ -144,8 +145,8 @@ class SpanStream:
                             touched.append((series, index, span, duration))
                     if exchange is not None:
                         exchanges_seen.add(exchange)
-                        if traded:
-                            add_trade(attributes, status, duration, span, now)
+                        if plan is not None:
+                            record(plan, duration, span, now)
                         if rate_limited:
                             limited[exchange] = span
         if spanmetrics is not None:
@@ -177,8 +178,8 @@ class SpanStream:
         fallbacks: tuple[str, ...],
         now: float,
     ) -> Shape:
-        name, kind, raw_status, signature = what
-        attributes = dict(signature)
+        name, kind, raw_status, *signature = what
+        attributes = self.attributes.pairs(signature)
         status = status_code_of(raw_status)
         series = None
         overflow = False
@@ -194,12 +195,13 @@ class SpanStream:
                 # shape comes back here and is counted as overflow.
                 overflow = self.spanmetrics.histogram.lookup(OVERFLOW) is series
         exchange: str | None = None
-        traded = rate_limited = False
+        plan = None
+        rate_limited = False
         if self.trading is not None and EXCHANGE in attributes:  # a ccxt span
             exchange = attributes[EXCHANGE]
-            traded = status == 2 or self.trading.is_order(attributes.get(METHOD, ""))
+            plan = self.trading.plan(attributes, status)
             rate_limited = not RATE_LIMIT_ATTRIBUTES.isdisjoint(attributes)
-        shape = (series, exchange, traded, rate_limited, status, attributes)
+        shape = (series, exchange, plan, rate_limited)
         if not overflow:
             if len(shapes) >= MAX_SHAPES:
                 shapes.clear()

@@ -89,65 +89,94 @@ def anyvalue_to_str(value: common_pb2.AnyValue) -> str:
 
 
 class AttributeCache:
-    """Serialized KeyValue -> (key, value as text) for the keys some aggregator
-    wants, or None for keys nobody wants.
+    """Serialized KeyValue -> a number standing for its (key, value as text), for
+    the keys some aggregator wants, or None for keys nobody wants.
 
     `entries` is a plain dict so that the hot loop can map its __getitem__ over
     a span's attributes in C (a dict subclass with __missing__ is ~2x slower
     there); a KeyError sends the span through `resolve`, which decodes the
     misses with opentelemetry-proto's KeyValue. What the loop gets for a span,
-    its hits in order, is its *signature*: spans with equal signatures agree on
-    every wanted attribute. Keys in `marked` (values that change from span to
-    span, such as rate-limit counters) are wanted only for whether a span has
-    them: their entry is (key, ""), so that they do not split signatures; their
-    values are read with `texts`. Bounded: cleared when full, so a
-    high-cardinality attribute (an order id) costs a decode per span, never memory.
+    one number or None per attribute, is its *signature*: spans with equal
+    signatures agree on every wanted attribute. Numbers rather than the pairs
+    themselves because a tuple of ints hashes several times faster than a tuple
+    of tuples, and the signature is hashed once per span; `pairs` turns them
+    back. A number is never reused for another pair, so a signature made before
+    a reset can never match one made after it.
+
+    Keys in `marked` (values that change from span to span, such as rate-limit
+    counters) are wanted only for whether a span has them: they all stand for
+    (key, ""), so that they do not split signatures; their values are read with
+    `texts`. Bounded: `entries` is cleared when full, so a high-cardinality
+    attribute (an order id) costs a decode per span, never memory; the pairs
+    too, when there are too many distinct wanted values (signatures made
+    before then simply never match again).
     """
 
     def __init__(
-        self, wanted: set[str], marked: frozenset[str] = frozenset(), max_entries: int = 8192
+        self,
+        wanted: set[str] | frozenset[str],
+        marked: frozenset[str] = frozenset(),
+        max_entries: int = 8192,
+        max_pairs: int = 16384,
     ) -> None:
         self.wanted = frozenset(wanted)
         self.marked = marked - self.wanted
         self.max_entries = max_entries
-        self.entries: dict[bytes, tuple[str, str] | None] = {}
+        self.max_pairs = max_pairs
+        self.entries: dict[bytes, int | None] = {}
+        self._numbers: dict[tuple[str, str], int] = {}
+        self._pairs: dict[int, tuple[str, str]] = {}
+        self._next = 0
         self.invalid = 0  # attributes that did not parse as a KeyValue
 
-    def resolve(self, attributes: Iterable[bytes]) -> tuple[tuple[str, str], ...]:
+    def resolve(self, attributes: Iterable[bytes]) -> tuple[int | None, ...]:
         """The signature of one span, decoding what the cache lacks."""
-        found: list[tuple[str, str]] = []
+        if len(self._pairs) >= self.max_pairs:
+            # Only here, before a span's signature is begun, so that all the
+            # numbers of one signature come from one generation.
+            self.entries.clear()
+            self._numbers.clear()
+            self._pairs.clear()
         entries = self.entries
+        found: list[int | None] = []
         for raw in attributes:
             try:
-                entry = entries[raw]
+                number = entries[raw]
             except KeyError:
-                entry = self._decode(raw)
-            if entry is not None:
-                found.append(entry)
+                number = self._decode(raw)
+            found.append(number)
         return tuple(found)
 
-    def _decode(self, raw: bytes) -> tuple[str, str] | None:
-        kv = self._keyvalue(raw)
-        if kv is None:
-            return None
-        entry: tuple[str, str] | None = None
-        if kv.key in self.wanted:
-            entry = (kv.key, anyvalue_to_str(kv.value))
-        elif kv.key in self.marked:
-            entry = (kv.key, "")
-        if len(self.entries) >= self.max_entries:
-            self.entries.clear()
-        self.entries[raw] = entry
-        return entry
+    def pairs(self, signature: Iterable[int | None]) -> dict[str, str]:
+        """A signature's wanted attributes, key -> value as text."""
+        pairs = self._pairs
+        return dict(pairs[number] for number in signature if number is not None)
 
-    def _keyvalue(self, raw: bytes) -> common_pb2.KeyValue | None:
+    def _decode(self, raw: bytes) -> int | None:
         try:
-            return common_pb2.KeyValue.FromString(raw)
+            kv = common_pb2.KeyValue.FromString(raw)
         except Exception:
             # Not a KeyValue: the request's structure parsed, but this attribute's
             # inside does not. Ignore the attribute, count it, never crash.
             self.invalid += 1
             return None
+        number: int | None = None
+        if kv.key in self.wanted:
+            number = self._number((kv.key, anyvalue_to_str(kv.value)))
+        elif kv.key in self.marked:
+            number = self._number((kv.key, ""))
+        if len(self.entries) >= self.max_entries:
+            self.entries.clear()  # the numbers stay: signatures keep their meaning
+        self.entries[raw] = number
+        return number
+
+    def _number(self, pair: tuple[str, str]) -> int:
+        number = self._numbers.get(pair)
+        if number is None:
+            number = self._numbers[pair] = self._next
+            self._pairs[number] = pair
+            self._next += 1
+        return number
 
     def texts(self, attributes: Iterable[bytes], keys: frozenset[str]) -> dict[str, str]:
         """The values of `keys` among a span's attributes, decoded afresh (for the

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import Field
@@ -73,6 +73,16 @@ SPAN_ATTRIBUTES = frozenset(
 )
 # What `rate_limit_seen` holds of an exchange's newest span with rate-limit headers.
 RATE_LIMIT_ATTRIBUTES = frozenset({"trading.ratelimit.used", "trading.ratelimit.limit"})
+
+
+class Plan(NamedTuple):
+    """The series one span shape counts into (see TradingMetrics.plan)."""
+
+    exchange: str
+    error_key: tuple[str, str, str] | None  # exchange_api_errors_total
+    rate_limit_hit: bool  # exchange_rate_limit_hits_total
+    order_key: tuple[str, str, str, str] | None  # trading_orders_total
+    latency_key: tuple[str, str] | None  # trading_order_latency_seconds
 
 
 class TradingConfig(StrictModel):
@@ -190,32 +200,20 @@ class TradingMetrics:
             flag = self.order_methods[method] = self._order_method(method) is not None
         return flag
 
-    def add(
-        self,
-        attrs: dict[str, str],
-        status: int,
-        duration: float,
-        span: Any,
-        now: float,
-    ) -> None:
-        """Count one exchange span; `attrs` maps attribute keys to text values.
-
-        SpanStream calls this only for spans that failed or placed an order (and
-        hands rate-limit headers to `rate_limit_seen`): a successful market-data
-        call costs two dict lookups there.
-        """
+    def plan(self, attrs: dict[str, str], status: int) -> Plan | None:
+        """What `record` does with an exchange span of these attributes (keys ->
+        text values) and status code; None when nothing (a successful call that
+        places no order). SpanStream makes a plan once per span shape."""
         exchange = attrs["exchange.id"]
         method = attrs.get("ccxt.method", "")
         failed = status == 2
-        error_type = ""
-        if failed:
-            error_type = attrs.get("error.type", "")
-            self.errors.inc((exchange, method, error_type or "unknown"), now)
-            if (
-                error_type in self._rate_limited
-                or attrs.get("http.response.status_code") in RATE_LIMIT_HTTP
-            ):
-                self.rate_limit_hits.inc((exchange,), now)
+        error_type = attrs.get("error.type", "") if failed else ""
+        error_key = (exchange, method, error_type or "unknown") if failed else None
+        rate_limit_hit = failed and (
+            error_type in self._rate_limited
+            or attrs.get("http.response.status_code") in RATE_LIMIT_HTTP
+        )
+        order_key = latency_key = None
         if self.is_order(method):
             if not failed:
                 outcome = "accepted"
@@ -223,16 +221,24 @@ class TradingMetrics:
                 outcome = "rejected"
             else:
                 outcome = "error"
-            self.orders.inc(
-                (
-                    exchange,
-                    attrs.get("trading.order.side", ""),
-                    attrs.get("trading.order.type", ""),
-                    outcome,
-                ),
-                now,
-            )
-            slot, index = self.order_latency.observe((exchange, outcome), duration, now)
+            side = attrs.get("trading.order.side", "")
+            order_key = (exchange, side, attrs.get("trading.order.type", ""), outcome)
+            latency_key = (exchange, outcome)
+        if error_key is None and order_key is None:
+            return None
+        return Plan(exchange, error_key, rate_limit_hit, order_key, latency_key)
+
+    def record(self, plan: Plan, duration: float, span: Any, now: float) -> None:
+        """Count one span as planned (SpanStream hands rate-limit headers to
+        `rate_limit_seen` separately, once per batch)."""
+        exchange, error_key, rate_limit_hit, order_key, latency_key = plan
+        if error_key is not None:
+            self.errors.inc(error_key, now)
+            if rate_limit_hit:
+                self.rate_limit_hits.inc((exchange,), now)
+        if order_key is not None and latency_key is not None:
+            self.orders.inc(order_key, now)
+            slot, index = self.order_latency.observe(latency_key, duration, now)
             if take_exemplar(slot, index, now):
                 self._touched.append((slot, index, span, duration))
 

@@ -113,6 +113,7 @@ def test_counts_survive_attribute_and_shape_cache_resets(monkeypatch: pytest.Mon
     monkeypatch.setattr(spanstream, "MAX_SHAPES", 2)
     small = stream()
     small[0].attributes.max_entries = 3  # cleared every few new attributes
+    small[0].attributes.max_pairs = 4  # and its numbers every few wanted values
     for _ in range(3):
         consume(small[0], "svc", spans)
 
