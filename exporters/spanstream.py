@@ -34,18 +34,19 @@ __all__ = ["SpanStream"]
 
 UNKNOWN_SERVICE = "unknown_service"  # the OTel SDKs' default when service.name is unset
 EXCHANGE = "exchange.id"
-# Shapes held per resource before the cache starts over (they are few; this
-# bounds a high-cardinality dimension, which makes every span its own shape).
-MAX_SHAPES = 4096
-MAX_RESOURCES = 64
+# Shapes held before the cache starts over: they are a few hundred; this bounds
+# a high-cardinality dimension, which makes every span its own shape (~0.5 KiB each).
+MAX_SHAPES = 16384
+MAX_RESOURCES = 256
 
 # What a span's name, kind, status and signature decide, as a tuple (unpacked
 # in one step in the loop):
 #   series: its span-metrics series (None without span metrics);
+#   overflowed: that series is the overflow series (past the cardinality limit);
 #   exchange: exchange.id of a ccxt span, else None;
 #   plan: what the trading metrics count for it (TradingMetrics.plan), or None;
 #   rate_limited: it carries rate-limit headers.
-Shape = tuple[Any, str | None, Plan | None, bool]
+Shape = tuple[Any, bool, str | None, Plan | None, bool]
 
 
 class SpanStream:
@@ -63,6 +64,7 @@ class SpanStream:
         # (service, dimension fallbacks) -> (name, kind, raw status, *signature) -> Shape
         self._shapes: dict[tuple[str, ...], dict[tuple[Any, ...], Shape]] = {}
         self._generation = 0
+        self._shape_count = 0
         self.spans = 0
         self.last_batch_valid = True
 
@@ -93,6 +95,7 @@ class SpanStream:
             histogram = spanmetrics.histogram
             bounds = histogram.bounds
             touched = spanmetrics.touched
+            overflow = spanmetrics.overflow_total.inc
             exemplars = spanmetrics.config.exemplars
             if histogram.generation != self._generation:
                 # Series were dropped since the shapes were made: theirs may be gone.
@@ -114,8 +117,9 @@ class SpanStream:
                 )
             shapes = self._shapes_of(service, fallbacks)
             for scope_spans in resource_spans.scope_spans:
-                for span in scope_spans.spans:
-                    count += 1
+                spans = scope_spans.spans
+                count += len(spans)
+                for span in spans:
                     try:
                         # A slice makes the attributes' bytes ~40% faster than iterating.
                         what = (
@@ -129,11 +133,13 @@ class SpanStream:
                     shape = shapes.get(what)
                     if shape is None:
                         shape = self._shape(shapes, what, service, fallbacks, now)
-                    series, exchange, plan, rate_limited = shape
+                    series, overflowed, exchange, plan, rate_limited = shape
                     duration = (span.end_time_unix_nano - span.start_time_unix_nano) / 1e9
                     if duration < 0:
                         duration = 0.0  # clock skew between start and end: count it, as zero
                     if series is not None:
+                        if overflowed:
+                            overflow()
                         series.last_seen = now
                         index = bisect_left(bounds, duration)
                         series.counts[index] += 1
@@ -167,6 +173,7 @@ class SpanStream:
         if shapes is None:
             if len(self._shapes) >= MAX_RESOURCES:
                 self._shapes.clear()
+                self._shape_count = 0
             shapes = self._shapes[resource] = {}
         return shapes
 
@@ -182,18 +189,22 @@ class SpanStream:
         attributes = self.attributes.pairs(signature)
         status = status_code_of(raw_status)
         series = None
-        overflow = False
+        overflowed = False
         if self.spanmetrics is not None:
             if not 0 <= kind <= 5:
                 kind = 0  # an unknown enum value renders as UNSPECIFIED: key it so
             dims = map(attributes.get, self.spanmetrics.dim_attributes, fallbacks)
             key = (service, name, kind, status, *dims)
-            series = self.spanmetrics.histogram.lookup(key)
+            histogram = self.spanmetrics.histogram
+            series = histogram.lookup(key)
             if series is None:
-                series = self.spanmetrics.new_series(key, now)
-                # Past the cardinality limit: not kept, so that every span of this
-                # shape comes back here and is counted as overflow.
-                overflow = self.spanmetrics.histogram.lookup(OVERFLOW) is series
+                if len(histogram) >= histogram.max_series:
+                    # Past the cardinality limit: the loop counts each span of this
+                    # shape as overflow.
+                    series = histogram.slot_for(OVERFLOW, now)
+                    overflowed = True
+                else:
+                    series = self.spanmetrics.new_series(key, now)
         exchange: str | None = None
         plan = None
         rate_limited = False
@@ -201,9 +212,10 @@ class SpanStream:
             exchange = attributes[EXCHANGE]
             plan = self.trading.plan(attributes, status)
             rate_limited = not RATE_LIMIT_ATTRIBUTES.isdisjoint(attributes)
-        shape = (series, exchange, plan, rate_limited)
-        if not overflow:
-            if len(shapes) >= MAX_SHAPES:
-                shapes.clear()
-            shapes[what] = shape
+        if self._shape_count >= MAX_SHAPES:
+            for held in self._shapes.values():
+                held.clear()
+            self._shape_count = 0
+        shape = shapes[what] = (series, overflowed, exchange, plan, rate_limited)
+        self._shape_count += 1
         return shape
