@@ -138,7 +138,7 @@ class Sidecar:
 
             pipeline.add_consumer("forward", forward)
         receiver_metrics = ReceiverMetrics(self.registry, receivers)
-        intake = Intake(pipeline, receiver_metrics)
+        intake = Intake(pipeline, receiver_metrics, keep_payload=config.forward.enabled)
         metrics_intake: MetricsIntake | None = None
         self.metric_store: MetricStore | None = None
         if config.metrics.enabled:

@@ -29,8 +29,9 @@ log = logging.getLogger("tickscope.pipeline")
 @dataclass(frozen=True, slots=True)
 class TraceBatch:
     """An accepted request: the serialized ExportTraceServiceRequest (protobuf,
-    whatever encoding it arrived in, rejected spans removed), its span count, and
-    the parsed view of it (exporters.spanview) that the aggregators read."""
+    whatever encoding it arrived in, rejected spans removed; empty when nothing
+    forwards it), its span count, and the parsed view of it (exporters.spanview)
+    that the aggregators read."""
 
     payload: bytes
     spans: int
