@@ -19,7 +19,6 @@ Differences from the connector, on purpose:
 
 from __future__ import annotations
 
-import bisect
 import time
 from collections.abc import Iterable
 from typing import Annotated, Any
@@ -29,7 +28,7 @@ from pydantic import Field, field_validator
 
 from agent.configtypes import Buckets, Duration, StrictModel
 from exporters.exposition import format_exemplar, help_lines
-from exporters.families import HistogramFamily, Pending, fill_exemplars, take_exemplar
+from exporters.families import HistogramFamily, Pending, fill_exemplars
 
 __all__ = ["Dimension", "SpanMetrics", "SpanMetricsConfig"]
 
@@ -122,7 +121,7 @@ class SpanMetricsConfig(StrictModel):
 
 
 class SpanMetrics:
-    """Aggregates spans handed to `add` (by the span stream) and renders its families."""
+    """The span metrics' series, which exporters.spanstream counts into, and their exposition."""
 
     def __init__(self, config: SpanMetricsConfig, registry: CollectorRegistry) -> None:
         self.config = config
@@ -166,37 +165,8 @@ class SpanMetrics:
         )
         limit.set(config.max_series)
 
-    @property
-    def wanted_attributes(self) -> set[str]:
-        return set(self.dim_attributes)
-
     def series_count(self) -> int:
         return len(self.histogram)
-
-    def add(
-        self,
-        service: str,
-        name: str,
-        kind: int,
-        status: int,
-        dims: tuple[str, ...],
-        duration: float,
-        span: Any,
-        now: float,
-    ) -> None:
-        """Count one span. SpanStream inlines this for speed; keep the two alike."""
-        if not 0 <= kind < len(SPAN_KINDS):
-            kind = 0
-        key = (service, name, kind, status, *dims)
-        slot = self.histogram.lookup(key)
-        if slot is None:
-            slot = self.new_series(key, now)
-        slot.last_seen = now
-        index = bisect.bisect_left(self.histogram.bounds, duration)
-        slot.counts[index] += 1
-        slot.sum += duration
-        if self.config.exemplars and take_exemplar(slot, index, now):
-            self.touched.append((slot, index, span, duration))
 
     def new_series(self, key: tuple[Any, ...], now: float) -> Any:
         """Create the series for a key (service, span name, kind and status codes

@@ -60,7 +60,7 @@ DEFAULT_REJECTED = (
 DEFAULT_RATE_LIMIT = ("RateLimitExceeded", "DDoSProtection")
 RATE_LIMIT_HTTP = frozenset({"429", "418"})
 
-# What `add` reads of an order's or a failed call's span.
+# What `plan` reads of an order's or a failed call's span.
 SPAN_ATTRIBUTES = frozenset(
     {
         "exchange.id",
@@ -189,7 +189,7 @@ class TradingMetrics:
 
     @property
     def wanted_attributes(self) -> frozenset[str]:
-        """The span attributes `add` reads."""
+        """The span attributes `plan` reads."""
         return SPAN_ATTRIBUTES
 
     def is_order(self, method: str) -> bool:
