@@ -23,6 +23,7 @@ from typing import Any
 from exporters.families import OVERFLOW
 from exporters.spanmetrics import SpanMetrics
 from exporters.spanview import (
+    STATUS_BY_BYTES,
     AttributeCache,
     anyvalue_to_str,
     decode_traces,
@@ -61,7 +62,7 @@ class SpanStream:
             wanted |= trading.wanted_attributes
             marked = RATE_LIMIT_ATTRIBUTES
         self.attributes = AttributeCache(wanted, marked)
-        # (service, dimension fallbacks) -> (name, kind, raw status, *signature) -> Shape
+        # (service, dimension fallbacks) -> (name, kind, status code, *signature) -> Shape
         self._shapes: dict[tuple[str, ...], dict[tuple[Any, ...], Shape]] = {}
         self._generation = 0
         self._shape_count = 0
@@ -85,6 +86,7 @@ class SpanStream:
         trading = self.trading
         attribute = self.attributes.entries.__getitem__
         resolve = self.attributes.resolve
+        status_codes = STATUS_BY_BYTES
         # exchange -> its newest span with rate-limit headers in this batch
         limited: dict[str, Any] = {}
         if trading is not None:
@@ -120,16 +122,18 @@ class SpanStream:
                 spans = scope_spans.spans
                 count += len(spans)
                 for span in spans:
+                    # The status code, not the Status bytes, goes into the shape: a
+                    # description (often an exception's message) would make each
+                    # failed span a shape of its own.
+                    raw_status = span.status
+                    status = status_codes.get(raw_status)
+                    if status is None:
+                        status = status_code_of(raw_status)
                     try:
                         # A slice makes the attributes' bytes ~40% faster than iterating.
-                        what = (
-                            span.name,
-                            span.kind,
-                            span.status,
-                            *map(attribute, span.attributes[:]),
-                        )
+                        what = (span.name, span.kind, status, *map(attribute, span.attributes[:]))
                     except KeyError:  # an attribute not seen before
-                        what = (span.name, span.kind, span.status, *resolve(span.attributes))
+                        what = (span.name, span.kind, status, *resolve(span.attributes))
                     shape = shapes.get(what)
                     if shape is None:
                         shape = self._shape(shapes, what, service, fallbacks, now)
@@ -185,9 +189,8 @@ class SpanStream:
         fallbacks: tuple[str, ...],
         now: float,
     ) -> Shape:
-        name, kind, raw_status, *signature = what
+        name, kind, status, *signature = what
         attributes = self.attributes.pairs(signature)
-        status = status_code_of(raw_status)
         series = None
         overflowed = False
         if self.spanmetrics is not None:

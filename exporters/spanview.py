@@ -199,7 +199,7 @@ class AttributeCache:
 
 
 # Serialized Status -> code. The loop in SpanStream reads it directly and calls
-# status_code_of only on a miss.
+# status_code_of only on a miss (a Status with a description, mostly).
 STATUS_BY_BYTES: dict[bytes, int] = {b"": 0}
 
 

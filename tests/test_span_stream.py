@@ -122,3 +122,20 @@ def test_counts_survive_attribute_and_shape_cache_resets(monkeypatch: pytest.Mon
     assert sum(expected["errors"].values()) == 3 * 8
     assert sum(expected["orders"].values()) == 3 * 10
     assert snapshot(*small[1:]) == expected
+
+
+def test_status_descriptions_do_not_split_shapes() -> None:
+    s, metrics, _ = stream()
+    spans = [
+        {
+            "name": "ccxt.create_order",
+            "attributes": TICKER,
+            "status": ERROR,
+            "message": f"order {i}",
+        }
+        for i in range(50)
+    ]
+    consume(s, "svc", spans)
+    key = ("svc", "ccxt.create_order", CLIENT, ERROR, "binance", "fetch_ticker", "")
+    assert calls(metrics, key) == 50
+    assert s._shape_count == 1
