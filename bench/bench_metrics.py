@@ -10,8 +10,6 @@ in this run; then the sidecar's RSS holding 5,000 streams.
 from __future__ import annotations
 
 import http.client
-import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,10 +19,9 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_otlp import scrape_value
-from common import free_port, percentile, sidecar
+from common import LoadGenerator, free_port, percentile, sidecar
 from otlp_batches import make_metrics_request
 
-HERE = Path(__file__).resolve().parent
 POINTS = 999  # three metrics of 333 points
 
 
@@ -52,22 +49,16 @@ def main() -> int:
     }
     with sidecar(config) as (proc, admin):
         process = psutil.Process(proc.pid)
-        gen = subprocess.Popen(
-            [sys.executable, str(HERE / "load_otlp.py"), "http", f"http://127.0.0.1:{port}/v1/metrics",
-             "--signal", "metrics", "--spans", str(POINTS), "--seconds", "10", "--connections", "4"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        gen = LoadGenerator(
+            "http", f"http://127.0.0.1:{port}/v1/metrics", "--signal", "metrics",
+            "--spans", str(POINTS), "--seconds", "10", "--connections", "4",
         )  # fmt: skip
-        assert gen.stdin is not None and gen.stdout is not None
-        json.loads(gen.stdout.readline())
         # Points received and translated (the same pre-encoded batches are sent again
         # and again, so most are then refused as out of order: the same work).
         before = scrape_value(admin, "tickscope_receiver_received_points_total")
         cpu = process.cpu_times()
         started = time.perf_counter()
-        gen.stdin.write("\n")
-        gen.stdin.flush()
-        result = json.loads(gen.stdout.readline())
-        gen.wait(30)
+        result = gen.run()
         elapsed = time.perf_counter() - started
         after_cpu = process.cpu_times()
         points = scrape_value(admin, "tickscope_receiver_received_points_total") - before

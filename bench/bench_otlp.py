@@ -13,7 +13,6 @@ label sets and the time to serve /metrics at 2,000 and 10,000 label sets.
 from __future__ import annotations
 
 import http.client
-import json
 import statistics
 import subprocess
 import sys
@@ -25,11 +24,10 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import free_port, percentile, sidecar
+from common import LoadGenerator, free_port, percentile, sidecar
 from otlp_batches import make_batches
 from prometheus_client.parser import text_string_to_metric_families
 
-HERE = Path(__file__).resolve().parent
 SECONDS = 10.0
 CONNECTIONS = 4
 
@@ -77,30 +75,13 @@ def scrape_value(port: int, name: str) -> float:
 
 def run_load(protocol: str, target: str, admin_port: int, pid: int) -> dict:
     proc = psutil.Process(pid)
-    gen = subprocess.Popen(
-        [
-            sys.executable,
-            str(HERE / "load_otlp.py"),
-            protocol,
-            target,
-            "--connections",
-            str(CONNECTIONS),
-            "--seconds",
-            str(SECONDS),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
+    gen = LoadGenerator(
+        protocol, target, "--connections", str(CONNECTIONS), "--seconds", str(SECONDS)
     )
-    assert gen.stdin is not None and gen.stdout is not None
-    assert json.loads(gen.stdout.readline())["ready"]
     before_spans = scrape_value(admin_port, "tickscope_pipeline_processed_spans_total")
     cpu = proc.cpu_times()
     started = time.perf_counter()
-    gen.stdin.write("\n")
-    gen.stdin.flush()
-    result = json.loads(gen.stdout.readline())
-    gen.wait(30)
+    result = gen.run()
     # Spans the sidecar accepted are processed within moments; wait for the queue.
     while scrape_value(admin_port, "tickscope_pipeline_queue_spans") > 0:
         time.sleep(0.05)

@@ -94,3 +94,27 @@ def sidecar(
         finally:
             proc.terminate()
             proc.wait(15)
+
+
+class LoadGenerator:
+    """bench/load_otlp.py in its own process. Started with `args`, it builds its
+    batches and connects, then waits; `run` lets it go and returns its result,
+    so that the caller can read counters and CPU times just before."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "load_otlp.py"), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._stdin, self._stdout = self.proc.stdin, self.proc.stdout
+        assert json.loads(self._stdout.readline())["ready"]
+
+    def run(self) -> dict[str, Any]:
+        self._stdin.write("\n")
+        self._stdin.flush()
+        result: dict[str, Any] = json.loads(self._stdout.readline())
+        self.proc.wait(30)
+        return result
