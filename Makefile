@@ -19,8 +19,11 @@ help:
 $(BIN)/python:
 	@scripts/make-venv.sh "$(PYTHON)" "$(VENV)"
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+# Both distributions, editable: the sidecar (tickscope, with the dev tools) and the
+# engine's shim (tickscope-shim, with ccxt through its `instruments` extra). The tests
+# use the shim's OpenTelemetry SDK exporters as real clients of the sidecar.
+$(STAMP): pyproject.toml shim/pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' -e './shim[instruments]'
 	@touch $@
 
 venv: $(STAMP)
@@ -31,6 +34,7 @@ system-deps:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -55,7 +59,7 @@ bench: $(STAMP) system-deps
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache *.egg-info
 
 docs: $(STAMP)
 	$(BIN)/python scripts/update-config-doc.py

@@ -79,8 +79,8 @@ def steady_rss(config: dict[str, Any], env: dict[str, str]) -> int:
 
 def collection_times(rounds: int = 500) -> list[float]:
     """Full host + engine-process collection, in this process, as the sidecar runs it."""
-    from agent.collectors.engine import EngineConfig, EngineProcessCollector
-    from agent.collectors.host import HostCollector, HostConfig
+    from tickscope.collectors.engine import EngineConfig, EngineProcessCollector
+    from tickscope.collectors.host import HostCollector, HostConfig
 
     engine = EngineConfig(processes=[{"name": "engine", "process_name": "sleep"}])
     host = HostCollector(HostConfig())

@@ -54,7 +54,7 @@ def child_rate(shim_mode: str, url: str, endpoint: str, calls: int) -> dict[str,
     import ccxt
     from exchange_simulator import point_at
 
-    import shim
+    from tickscope import shim
 
     telemetry = shim.configure(
         service_name="bench-engine", endpoint=endpoint, runtime_metrics=False, instrument_ccxt=False
@@ -87,7 +87,7 @@ def child_rate(shim_mode: str, url: str, endpoint: str, calls: int) -> dict[str,
                 telemetry.tracer_provider.force_flush(10_000)
             cpu[name] += time.process_time() - cpu_start
             wall[name] += time.perf_counter() - wall_start
-    from shim import gate
+    from tickscope.shim import gate
 
     closed = gate.GATE is not None and not gate.GATE.open
     shim.shutdown(timeout_millis=2000)
@@ -171,7 +171,7 @@ def child_overhead(url: str, calls: int) -> dict[str, Any]:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
     from opentelemetry.trace import SpanKind
 
-    import shim
+    from tickscope import shim
 
     class Discard(SpanExporter):
         def export(self, spans: Any) -> SpanExportResult:

@@ -69,7 +69,7 @@ def sidecar(
         }
         path.write_text(yaml.safe_dump(config))
         proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--config", str(path)],
+            [sys.executable, "-m", "tickscope", "run", "--config", str(path)],
             cwd=ROOT,
             env={**os.environ, **(env or {})},
             stdin=subprocess.DEVNULL,

@@ -54,7 +54,7 @@ def main() -> int:
         env = dict(os.environ, TICKSCOPE_SERVER__PORT=str(PORT))
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "agent", "run", "--config", str(HERE / "demo.yaml")],
+                [sys.executable, "-m", "tickscope", "run", "--config", str(HERE / "demo.yaml")],
                 cwd=ROOT,
                 env=env,
                 text=True,

@@ -25,7 +25,7 @@ from typing import Any
 
 from exchange_simulator import point_at
 
-import shim
+from tickscope import shim
 
 log = logging.getLogger("demo_engine")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.configdoc import BEGIN, END, reference
+from tickscope.agent.configdoc import BEGIN, END, reference
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 

@@ -106,7 +106,7 @@ class SidecarProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TICKSCOPE_")}
         env.update(self.env)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--config", str(self.config_path)],
+            [sys.executable, "-m", "tickscope", "run", "--config", str(self.config_path)],
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -212,7 +212,7 @@ def run_cli(
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("TICKSCOPE_")}
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "agent", *args],
+        [sys.executable, "-m", "tickscope", *args],
         cwd=ROOT,
         env=full_env,
         capture_output=True,

@@ -17,16 +17,16 @@ from google.rpc import error_details_pb2, status_pb2
 from otlp_helpers import many, request, to_otlp_json
 from prometheus_client import CollectorRegistry
 
-from agent.health import Health
-from agent.pipeline import Pipeline, TraceBatch
-from agent.receivers.config import OTLPGRPCConfig, OTLPHTTPConfig
-from agent.receivers.intake import Intake
-from agent.receivers.metrics import ReceiverMetrics
-from agent.receivers.otlp_grpc import TRACE_EXPORT_METHOD, OTLPGRPCReceiver
-from agent.receivers.otlp_http import OTLPHTTPReceiver
-from exporters.prometheus import render
-from exporters.spanmetrics import SpanMetrics, SpanMetricsConfig
-from exporters.spanstream import SpanStream
+from tickscope.connectors.spanmetrics import SpanMetrics, SpanMetricsConfig
+from tickscope.connectors.spanstream import SpanStream
+from tickscope.core.health import Health
+from tickscope.exporters.prometheus import render
+from tickscope.pipeline import Pipeline, TraceBatch
+from tickscope.receivers.config import OTLPGRPCConfig, OTLPHTTPConfig
+from tickscope.receivers.intake import Intake
+from tickscope.receivers.metrics import ReceiverMetrics
+from tickscope.receivers.otlp_grpc import TRACE_EXPORT_METHOD, OTLPGRPCReceiver
+from tickscope.receivers.otlp_http import OTLPHTTPReceiver
 
 
 @dataclass

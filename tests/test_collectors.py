@@ -14,13 +14,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
-from agent.collectors.base import CollectResult
-from agent.collectors.host import HostCollector
-from agent.collectors.host.config import FilesystemConfig, HostConfig
-from agent.collectors.host.filesystem import FilesystemCollector
-from agent.collectors.runner import CollectorRunner
-from agent.health import Health, LoopMonitor
-from agent.selfmetrics import SelfMetrics
+from tickscope.agent.selfmetrics import SelfMetrics
+from tickscope.collectors.base import CollectResult
+from tickscope.collectors.host import HostCollector
+from tickscope.collectors.host.config import FilesystemConfig, HostConfig
+from tickscope.collectors.host.filesystem import FilesystemCollector
+from tickscope.collectors.runner import CollectorRunner
+from tickscope.core.health import Health, LoopMonitor
 
 Part = namedtuple("Part", "device mountpoint fstype opts")
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import Config, ConfigError, load_config
-from agent.configtypes import parse_duration
+from tickscope.agent.config import Config, ConfigError, load_config
+from tickscope.core.configtypes import parse_duration
 
 
 def write(tmp_path: Path, text: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.configdoc import BEGIN, END, reference
+from tickscope.agent.configdoc import BEGIN, END, reference
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

@@ -281,7 +281,7 @@ def test_a_hung_upstream_at_shutdown_counts_the_batch_in_flight(
 def test_a_request_with_an_undecodable_attribute_is_counted_not_forwarded(
     start_sidecar: StartSidecar, sinks: list
 ) -> None:
-    from exporters.spanview import TracesView
+    from tickscope.core.spanview import TracesView
 
     sink = HTTPSink().start()
     sinks.append(sink)

@@ -4,11 +4,11 @@ import os
 
 import pytest
 
-from agent.collectors.engine.collector import limits_from_env
-from agent.collectors.engine.config import EngineProcessConfig
-from agent.collectors.engine.procfs import read_max_fds, read_swap_bytes
-from agent.collectors.engine.quantity import parse_quantity
-from agent.collectors.host.meminfo import parse_meminfo
+from tickscope.collectors.engine.collector import limits_from_env
+from tickscope.collectors.engine.config import EngineProcessConfig
+from tickscope.collectors.engine.procfs import read_max_fds, read_swap_bytes
+from tickscope.collectors.engine.quantity import parse_quantity
+from tickscope.collectors.host.meminfo import parse_meminfo
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-import shim
+from tickscope import shim
 
 CREDENTIALS = ("apiKey", "secret", "password", "uid", "privateKey", "walletAddress", "token")
 

@@ -11,9 +11,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from shim.logfilter import RateLimitFilter
-from shim.ratelimit import parse_rate_limit
-from shim.redact import safe_method, safe_text, server_address
+from tickscope.shim.logfilter import RateLimitFilter
+from tickscope.shim.ratelimit import parse_rate_limit
+from tickscope.shim.redact import safe_method, safe_text, server_address
 
 
 class Headers(dict[str, str]):
@@ -85,7 +85,7 @@ def test_traced_decorator_and_context_manager(
     provider, exporter = spans
     from opentelemetry import trace
 
-    import shim
+    from tickscope import shim
 
     monkeypatch.setattr(trace, "get_tracer", lambda *a, **k: provider.get_tracer("t"))
 
@@ -146,7 +146,7 @@ def test_export_gate_closes_on_failure_probes_and_reopens() -> None:
 
     from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-    from shim.gate import ExportGate, GatedExporter
+    from tickscope.shim.gate import ExportGate, GatedExporter
 
     class Flaky(SpanExporter):
         result = SpanExportResult.FAILURE

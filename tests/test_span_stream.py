@@ -10,10 +10,10 @@ import pytest
 from otlp_helpers import many, request
 from prometheus_client import CollectorRegistry
 
-from exporters import spanstream
-from exporters.spanmetrics import SpanMetrics, SpanMetricsConfig
-from exporters.spanstream import SpanStream
-from exporters.trading import TradingConfig, TradingMetrics
+from tickscope.connectors import spanstream
+from tickscope.connectors.spanmetrics import SpanMetrics, SpanMetricsConfig
+from tickscope.connectors.spanstream import SpanStream
+from tickscope.connectors.trading import TradingConfig, TradingMetrics
 
 ERROR = 2
 CLIENT = 3  # SPAN_KIND_CLIENT, as the series keys hold it

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 from exchange_simulator import point_at
 from shim_engine import config
 
-import shim
+from tickscope import shim
 
 
 async def poll(url: str, concurrency: int, rate: float) -> None:

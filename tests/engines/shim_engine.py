@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 from exchange_simulator import point_at
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-import shim
+from tickscope import shim
 
 OPTIONS = {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False}
 
@@ -107,7 +107,7 @@ def main() -> None:
                     for point in metric.data.data_points:
                         if point.attributes.get("error.type") == "queue_full":
                             dropped += int(point.value)
-    from shim import gate
+    from tickscope.shim import gate
 
     skipped = gate.GATE.skipped if gate.GATE is not None else 0
     shim.shutdown(timeout_millis=3000)

@@ -1,6 +1,0 @@
-"""The engine-process collector: engine_process_* by PID, name or pid file."""
-
-from agent.collectors.engine.collector import EngineProcessCollector, limits_from_env
-from agent.collectors.engine.config import EngineConfig, EngineProcessConfig
-
-__all__ = ["EngineConfig", "EngineProcessCollector", "EngineProcessConfig", "limits_from_env"]

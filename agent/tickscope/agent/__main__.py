@@ -1,0 +1,3 @@
+from tickscope.agent.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""`tickscope run | check-config | config-reference | version`.
+
+Exit codes: 0 success, 1 an unexpected failure, 2 a configuration or startup
+problem (the message says what to change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from tickscope.agent.config import Config, ConfigError, load_config
+from tickscope.agent.logs import setup_logging
+from tickscope.agent.version import __version__
+from tickscope.core.errors import StartupError
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+
+log = logging.getLogger("tickscope")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tickscope",
+        description="Observability sidecar for trading engines.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the sidecar until SIGTERM/SIGINT")
+    run.add_argument(
+        "--config",
+        "-c",
+        metavar="FILE",
+        default=os.environ.get("TICKSCOPE_CONFIG"),
+        help="YAML config file (default: $TICKSCOPE_CONFIG, else built-in defaults)",
+    )
+    run.add_argument("--log-format", choices=["json", "text"], help="overrides logging.format")
+    run.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="overrides logging.level"
+    )
+
+    check = sub.add_parser(
+        "check-config", help="validate a config file (with TICKSCOPE_* env overrides) and exit"
+    )
+    check.add_argument("file", metavar="FILE", nargs="?", default=None)
+    check.add_argument(
+        "--print", action="store_true", help="print the effective config as YAML when valid"
+    )
+
+    sub.add_parser("config-reference", help="print the configuration reference (Markdown)")
+    sub.add_parser("version", help="print the version")
+    return parser
+
+
+def _report(problems: Sequence[str], source: str | None) -> None:
+    where = f" in {source}" if source else ""
+    noun = "problem" if len(problems) == 1 else "problems"
+    print(f"tickscope: invalid configuration{where} ({len(problems)} {noun}):", file=sys.stderr)
+    for line in problems:
+        print(f"  {line}", file=sys.stderr)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        _report(exc.problems, args.file)
+        return EXIT_CONFIG
+    if args.print:
+        import yaml
+
+        print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
+    else:
+        print(f"{args.file or 'defaults'}: OK")
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        # Logging is not set up yet (its config is among what failed): plain stderr.
+        _report(exc.problems, args.config)
+        return EXIT_CONFIG
+    overrides = {
+        k: v for k, v in (("format", args.log_format), ("level", args.log_level)) if v is not None
+    }
+    if overrides:
+        config = config.model_copy(update={"logging": config.logging.model_copy(update=overrides)})
+    setup_logging(config.logging)
+    return _serve(config)
+
+
+def _serve(config: Config) -> int:
+    from tickscope.agent.app import Sidecar
+
+    try:
+        sidecar = Sidecar(config)
+        asyncio.run(sidecar.serve())
+    except StartupError as exc:
+        log.error(str(exc))
+        return EXIT_CONFIG
+    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+        return EXIT_OK
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "version":
+        print(f"tickscope {__version__}")
+        return EXIT_OK
+    if args.command == "check-config":
+        return _check_config(args)
+    if args.command == "config-reference":
+        from tickscope.agent.configdoc import reference
+
+        print(reference(), end="")
+        return EXIT_OK
+    return _run(args)
