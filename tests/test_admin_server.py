@@ -10,8 +10,10 @@ import time
 
 import psutil
 import pytest
-from conftest import StartSidecar, promtool_check_metrics
-from contract import (
+from prometheus_client.parser import text_string_to_metric_families
+
+from helpers.binaries import promtool_check_metrics
+from helpers.contract import (
     ENGINE_COUNTERS,
     ENGINE_GAUGES,
     HOST_COUNTERS,
@@ -20,8 +22,7 @@ from contract import (
     SELF_COUNTERS,
     SELF_GAUGES,
 )
-from prometheus_client.parser import text_string_to_metric_families
-from sidecar_process import SidecarProcess, gunzip, sample_value
+from helpers.sidecar import SidecarProcess, StartSidecar, gunzip, sample_value
 
 ENGINE_LIMITS = {"ENGINE_MEMORY_LIMIT": "536870912", "ENGINE_CPU_LIMIT": "1500"}
 

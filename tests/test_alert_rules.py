@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 import yaml
 from alerts_table import rules, table
-from conftest import require_binary
-from contract import CONTRACT_SERIES, documented_series
-from sidecar_process import ROOT
+
+from helpers.binaries import require_binary
+from helpers.contract import CONTRACT_SERIES, documented_series
+from helpers.sidecar import ROOT
 
 RULES_DIR = ROOT / "alert-rules"
 RULE_FILES = sorted(RULES_DIR.glob("*.rules.yml"))

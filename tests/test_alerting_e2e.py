@@ -26,16 +26,17 @@ from pathlib import Path
 from typing import IO
 
 import pytest
-from alerting_stack import (
+from alerts_table import rules
+
+from helpers.alerting import (
     Alertmanager,
     Prometheus,
     Webhook,
     example_alertmanager_config,
     shorten_for,
 )
-from alerts_table import rules
-from conftest import StartSidecar, require_binary
-from sidecar_process import ROOT, SidecarProcess
+from helpers.binaries import require_binary
+from helpers.sidecar import ROOT, SidecarProcess, StartSidecar
 
 RULES = ROOT / "alert-rules"
 ENGINE = ROOT / "tests" / "engines" / "polling_engine.py"

@@ -14,9 +14,9 @@ import aiohttp
 import grpc
 from google.protobuf import json_format
 from google.rpc import error_details_pb2, status_pb2
-from otlp_helpers import many, request, to_otlp_json
 from prometheus_client import CollectorRegistry
 
+from helpers.otlp import many, request, to_otlp_json
 from tickscope.connectors.spanmetrics import SpanMetrics, SpanMetricsConfig
 from tickscope.connectors.spanstream import SpanStream
 from tickscope.core.health import Health

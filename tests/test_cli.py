@@ -7,7 +7,8 @@ import socket
 from pathlib import Path
 
 import yaml
-from sidecar_process import BASE_CONFIG, merge, run_cli
+
+from helpers.sidecar import BASE_CONFIG, merge, run_cli
 
 
 def write_config(tmp_path: Path, overrides: dict) -> Path:

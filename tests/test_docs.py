@@ -17,7 +17,7 @@ def test_configuration_reference_is_current() -> None:
 
 
 def test_metrics_reference_lists_every_contract_metric() -> None:
-    from contract import (
+    from helpers.contract import (
         ENGINE_COUNTERS,
         ENGINE_GAUGES,
         HOST_COUNTERS,
@@ -44,7 +44,7 @@ def test_metrics_reference_lists_every_contract_metric() -> None:
 
 
 def test_metrics_reference_lists_the_span_path() -> None:
-    from contract import (
+    from helpers.contract import (
         SPAN_COUNTERS,
         SPAN_HISTOGRAMS,
         SPAN_PATH_SELF,

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import StartSidecar
-from sidecar_process import SidecarProcess, sample_value
+
+from helpers.sidecar import SidecarProcess, StartSidecar, sample_value
 
 
 class Engine:

@@ -7,8 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import StartSidecar
-from sidecar_process import ROOT
+from helpers.sidecar import ROOT, StartSidecar
 
 
 def mapped(pid: int) -> str:

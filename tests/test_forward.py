@@ -8,12 +8,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import StartSidecar
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
-from otlp_helpers import many, request, to_otlp_json
-from otlp_sink import Answer, GRPCSink, HTTPSink, resource_spans_bytes, span_bytes
-from sidecar_process import SidecarProcess, http_post, sample_value
-from test_otlp_http import JSON, PROTOBUF
+
+from helpers.otlp import JSON, PROTOBUF, many, request, to_otlp_json
+from helpers.otlp_sink import Answer, GRPCSink, HTTPSink, resource_spans_bytes, span_bytes
+from helpers.sidecar import SidecarProcess, StartSidecar, http_post, sample_value
 
 
 def free_port() -> int:

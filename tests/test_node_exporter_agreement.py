@@ -14,10 +14,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import StartSidecar, require_binary
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
-from sidecar_process import SidecarProcess, http_get, sample_value
+
+from helpers.binaries import require_binary
+from helpers.sidecar import SidecarProcess, StartSidecar, http_get, sample_value
 
 TICK = 0.01
 

@@ -6,12 +6,12 @@ import gzip
 
 import grpc
 import pytest
-from conftest import StartSidecar
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
-from otlp_helpers import many, request, sdk_span, sdk_tracer
-from sidecar_process import SidecarProcess, sample_value
-from test_otlp_http import calls, wait_for_calls
+
+from helpers.otlp import many, request, sdk_span, sdk_tracer
+from helpers.sidecar import SidecarProcess, StartSidecar, sample_value
+from helpers.spanmetrics import calls, wait_for_calls
 
 METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 

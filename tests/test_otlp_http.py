@@ -8,7 +8,6 @@ import time
 import zlib
 
 import pytest
-from conftest import StartSidecar
 from google.protobuf import json_format
 from google.rpc import status_pb2
 from opentelemetry.exporter.otlp.proto.http import Compression
@@ -17,12 +16,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from otlp_helpers import request, sdk_span, sdk_tracer, to_otlp_json
-from prometheus_client.metrics_core import Metric
-from sidecar_process import SidecarProcess, http_post, sample_value
 
-PROTOBUF = {"Content-Type": "application/x-protobuf"}
-JSON = {"Content-Type": "application/json"}
+from helpers.otlp import JSON, PROTOBUF, request, sdk_span, sdk_tracer, to_otlp_json
+from helpers.sidecar import SidecarProcess, StartSidecar, http_post, sample_value
+from helpers.spanmetrics import buckets, calls, wait_for_calls
+
 BUCKETS = ["0.002", "0.004", "0.006", "0.008", "0.01", "0.05", "0.1", "0.2", "0.4", "0.8",
            "1.0", "1.4", "2.0", "5.0", "10.0", "15.0", "+Inf"]  # fmt: skip
 
@@ -38,40 +36,6 @@ def sidecar(start_module_sidecar: StartSidecar) -> SidecarProcess:
 
 def traces_url(s: SidecarProcess) -> str:
     return s.otlp_http_url + "/v1/traces"
-
-
-def calls(families: dict[str, Metric], service: str, **labels: str) -> float:
-    family = families.get("traces_span_metrics_calls")
-    if family is None:
-        return 0.0
-    total = 0.0
-    for s in family.samples:
-        if s.labels.get("service_name") == service and all(
-            s.labels.get(k) == v for k, v in labels.items()
-        ):
-            total += s.value
-    return total
-
-
-def buckets(families: dict[str, Metric], service: str, span_name: str) -> dict[str, float]:
-    family = families["traces_span_metrics_duration_seconds"]
-    return {
-        s.labels["le"]: s.value
-        for s in family.samples
-        if s.name.endswith("_bucket")
-        and s.labels.get("service_name") == service
-        and s.labels.get("span_name") == span_name
-    }
-
-
-def wait_for_calls(
-    s: SidecarProcess, service: str, expected: float, **labels: str
-) -> dict[str, Metric]:
-    def done() -> dict[str, Metric] | None:
-        families = s.families()
-        return families if calls(families, service, **labels) >= expected else None
-
-    return s.wait_until(done, timeout=10, what=f"{expected} calls for {service}")
 
 
 def test_sdk_http_exporter_counts_and_buckets_exactly(sidecar: SidecarProcess) -> None:
@@ -452,7 +416,7 @@ def test_gzip_bomb_is_stopped_at_the_limit(sidecar: SidecarProcess) -> None:
 
 def test_unknown_path_and_method(sidecar: SidecarProcess) -> None:
     assert http_post(sidecar.otlp_http_url + "/v1/logs", b"", PROTOBUF).status == 404
-    from sidecar_process import http_get
+    from helpers.sidecar import http_get
 
     assert http_get(traces_url(sidecar)).status == 405
 

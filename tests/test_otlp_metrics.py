@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 import pytest
-from conftest import StartSidecar, promtool_check_metrics
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
     OTLPMetricExporter as GRPCMetricExporter,
 )
@@ -32,9 +31,11 @@ from opentelemetry.sdk.metrics import (
 from opentelemetry.sdk.metrics.export import AggregationTemporality, PeriodicExportingMetricReader
 from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
-from otlp_helpers import kv
 from prometheus_client.metrics_core import Metric
-from sidecar_process import SidecarProcess, http_post, sample_value
+
+from helpers.binaries import promtool_check_metrics
+from helpers.otlp import kv
+from helpers.sidecar import SidecarProcess, StartSidecar, http_post, sample_value
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 DELTA = {

@@ -11,9 +11,9 @@ import sys
 from typing import Any
 
 import pytest
-from conftest import StartSidecar
-from sidecar_process import ROOT, SidecarProcess, sample_value
-from test_otlp_http import calls as span_calls
+
+from helpers.sidecar import ROOT, SidecarProcess, StartSidecar, sample_value
+from helpers.spanmetrics import calls as span_calls
 
 ENGINE = ROOT / "tests" / "engines" / "shim_engine.py"
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import StartSidecar, promtool_check_metrics
-from otlp_helpers import many, request
 from prometheus_client.parser import text_string_to_metric_families
-from sidecar_process import SidecarProcess, http_post, sample_value
-from test_otlp_http import PROTOBUF, calls, wait_for_calls
+
+from helpers.binaries import promtool_check_metrics
+from helpers.otlp import PROTOBUF, many, request
+from helpers.sidecar import SidecarProcess, StartSidecar, http_post, sample_value
+from helpers.spanmetrics import calls, wait_for_calls
 
 ERROR = 2
 
@@ -329,7 +330,7 @@ def test_text_and_openmetrics_expositions_parse(start_sidecar: StartSidecar) -> 
 
 
 def test_span_path_contract_types(start_sidecar: StartSidecar) -> None:
-    from contract import (
+    from helpers.contract import (
         SPAN_COUNTERS,
         SPAN_HISTOGRAMS,
         SPAN_PATH_SELF,

@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from otlp_helpers import many, request
 from prometheus_client import CollectorRegistry
 
+from helpers.otlp import many, request
 from tickscope.connectors import spanstream
 from tickscope.connectors.spanmetrics import SpanMetrics, SpanMetricsConfig
 from tickscope.connectors.spanstream import SpanStream

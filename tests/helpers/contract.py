@@ -116,7 +116,7 @@ CONTRACT_SERIES = frozenset(
     ]
 )
 
-METRICS_DOC = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
+METRICS_DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 
 
 def documented_series() -> set[str]:

@@ -107,3 +107,7 @@ def to_otlp_json(req: ExportTraceServiceRequest) -> bytes:
                     if key in span:
                         span[key] = base64.b64decode(span[key]).hex()
     return json.dumps(obj).encode()
+
+
+PROTOBUF = {"Content-Type": "application/x-protobuf"}
+JSON = {"Content-Type": "application/json"}

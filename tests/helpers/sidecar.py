@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 BASE_CONFIG: dict[str, Any] = {
     "server": {"bind": "127.0.0.1", "port": 0},
@@ -234,3 +235,26 @@ def sample_value(family: Metric, name: str | None = None, **labels: str) -> floa
 
 def gunzip(body: bytes) -> bytes:
     return gzip.decompress(body)
+
+
+StartSidecar = Callable[..., SidecarProcess]
+
+
+class Starter:
+    """Starts real sidecar processes in fresh directories; stops them all at the end."""
+
+    def __init__(self, make_dir: Callable[[], Path]) -> None:
+        self.make_dir = make_dir
+        self.started: list[SidecarProcess] = []
+
+    def __call__(
+        self, overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None
+    ) -> SidecarProcess:
+        config = SidecarProcess.write_config(self.make_dir(), overrides)
+        sidecar = SidecarProcess(config, env or {})
+        self.started.append(sidecar)
+        return sidecar.start()
+
+    def stop_all(self) -> None:
+        for sidecar in self.started:
+            sidecar.stop()
