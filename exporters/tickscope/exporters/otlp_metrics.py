@@ -45,7 +45,7 @@ import bisect
 import collections
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -260,12 +260,19 @@ def _expo_bounds(s: _Exponential, max_buckets: int) -> tuple[list[float], list[f
 
 
 class MetricStore:
-    def __init__(self, config: MetricsConfig, registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        config: MetricsConfig,
+        registry: CollectorRegistry,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
+        # Monotonic seconds; tests pass a fake clock to step through staleness.
+        self._clock = clock
         self._families: dict[str, _Family] = {}
         self._targets: dict[tuple[str, str], tuple[str, float]] = {}
         self._label_names: dict[str, str] = {}
-        self._last_expiry = time.monotonic()
+        self._last_expiry = clock()
         self._expiry_every = min(30.0, config.stale_after / 10)
         Gauge(
             "tickscope_metrics_series",
@@ -288,7 +295,7 @@ class MetricStore:
 
     def ingest(self, request: ExportMetricsServiceRequest) -> IngestResult:
         result = IngestResult()
-        now = time.monotonic()
+        now = self._clock()
         for rm in request.resource_metrics:
             resource = {kv.key: anyvalue_to_str(kv.value) for kv in rm.resource.attributes}
             identity = self._identity(resource, now)
@@ -616,7 +623,7 @@ class MetricStore:
         return names
 
     def render(self, out: list[str], openmetrics: bool, names: frozenset[str] | None) -> None:
-        now = time.monotonic()
+        now = self._clock()
         if now - self._last_expiry >= self._expiry_every:
             self.expire(now)
         if self._targets and (names is None or "target_info" in names):
