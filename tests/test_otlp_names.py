@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tickscope.exporters.otlp_names import label_name, metric_name
+from tickscope.exporters.otlpmetrics.names import label_name, metric_name
 
 
 @pytest.mark.parametrize(

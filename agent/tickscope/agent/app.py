@@ -27,7 +27,7 @@ from tickscope.connectors.trading import TradingMetrics
 from tickscope.core.errors import StartupError
 from tickscope.core.health import Health, LoopMonitor
 from tickscope.exporters.forward import Forwarder
-from tickscope.exporters.otlp_metrics import MetricStore
+from tickscope.exporters.otlpmetrics import MetricStore
 from tickscope.exporters.prometheus import new_registry
 from tickscope.exposition.text import RenderedFamilies
 from tickscope.pipeline import Pipeline, TraceBatch

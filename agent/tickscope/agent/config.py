@@ -32,7 +32,7 @@ from tickscope.connectors.spanmetrics import SpanMetricsConfig
 from tickscope.connectors.trading import TradingConfig
 from tickscope.core.configtypes import Duration, StrictModel
 from tickscope.exporters.forward import ForwardConfig
-from tickscope.exporters.otlp_metrics import MetricsConfig
+from tickscope.exporters.otlpmetrics import MetricsConfig
 from tickscope.receivers.config import ReceiverConfig
 
 __all__ = ["Config", "ConfigError", "LimitsConfig", "load_config"]

@@ -15,7 +15,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceResponse,
 )
 
-from tickscope.exporters.otlp_metrics import MetricStore
+from tickscope.exporters.otlpmetrics import MetricStore
 from tickscope.receivers.metrics import ReceiverMetrics
 
 __all__ = ["MetricsIntake", "MetricsOutcome"]

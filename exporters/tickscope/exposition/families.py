@@ -19,6 +19,7 @@ from tickscope.exposition.text import (
     format_value,
     help_lines,
     label_text,
+    sample_names,
 )
 
 __all__ = [
@@ -151,7 +152,7 @@ class CounterFamily(_ValueFamily):
         self._slot(key, now).value += amount
 
     def sample_names(self) -> tuple[str, ...]:
-        return (self.name, self.name.removesuffix("_total"))
+        return sample_names(self.name, "counter")
 
 
 class GaugeFamily(_ValueFamily):
@@ -202,7 +203,7 @@ class HistogramFamily(_Family[_Buckets]):
         return None if slot is None else list(slot.counts)
 
     def sample_names(self) -> tuple[str, ...]:
-        return (self.name, f"{self.name}_bucket", f"{self.name}_count", f"{self.name}_sum")
+        return sample_names(self.name, "histogram")
 
     def slots(self) -> list[_Buckets]:
         return list(self._series.values())

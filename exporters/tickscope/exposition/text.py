@@ -20,10 +20,15 @@ from typing import Protocol
 __all__ = [
     "Exemplar",
     "RenderedFamilies",
+    "braces",
+    "escape_help",
     "escape_label_value",
     "format_exemplar",
     "format_value",
+    "join_labels",
     "label_text",
+    "sample_names",
+    "sorted_label_text",
 ]
 
 # (trace_id hex, span_id hex, observed value, unix seconds)
@@ -52,6 +57,35 @@ def escape_label_value(value: str) -> str:
 def label_text(names: Sequence[str], values: Sequence[str]) -> str:
     """`a="1",b="2"`: the inside of the braces, escaped, in the order given."""
     return ",".join(f'{n}="{escape_label_value(v)}"' for n, v in zip(names, values, strict=True))
+
+
+def sorted_label_text(labels: dict[str, str]) -> str:
+    """`a="1",b="2"` from a mapping, sorted by name (as prometheus_client orders them)."""
+    return ",".join(f'{k}="{escape_label_value(v)}"' for k, v in sorted(labels.items()))
+
+
+def braces(labels: str) -> str:
+    """`{labels}`, or nothing for a series without labels."""
+    return f"{{{labels}}}" if labels else ""
+
+
+def join_labels(labels: str, extra: str) -> str:
+    """Label text with one more pair (`le`, `quantile`) appended."""
+    return f"{labels},{extra}" if labels else extra
+
+
+def escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def sample_names(name: str, kind: str) -> tuple[str, ...]:
+    """Every sample name a family of this kind emits (what /metrics?name[]= matches):
+    a counter also by its name without _total, histograms and summaries by their series."""
+    if kind == "counter":
+        return (name, name.removesuffix("_total"))
+    if kind in ("histogram", "summary"):
+        return (name, f"{name}_bucket", f"{name}_count", f"{name}_sum")
+    return (name,)
 
 
 def format_value(value: float) -> str:
