@@ -19,9 +19,10 @@ from prometheus_client import CollectorRegistry
 from helpers.otlp import many, request, to_otlp_json
 from tickscope.connectors.spanmetrics import SpanMetrics, SpanMetricsConfig
 from tickscope.connectors.spanstream import SpanStream
+from tickscope.core.consumer import TraceBatch
 from tickscope.core.health import Health
 from tickscope.exporters.prometheus import render
-from tickscope.pipeline import Pipeline, TraceBatch
+from tickscope.pipeline import Pipeline
 from tickscope.receivers.config import OTLPGRPCConfig, OTLPHTTPConfig
 from tickscope.receivers.intake import Intake
 from tickscope.receivers.metrics import ReceiverMetrics
@@ -122,7 +123,7 @@ def test_http_queue_full_then_recovers() -> None:
             assert s.value("tickscope_receiver_accepted_spans_total", receiver="otlp_http") == 512
 
             # Let the consumer run: the queue drains and requests are taken again.
-            s.pipeline.start()
+            await s.pipeline.start()
             for _ in range(100):
                 if s.pipeline.queued_spans == 0:
                     break
@@ -175,7 +176,7 @@ def test_grpc_queue_full_then_recovers() -> None:
                 )
                 == 512
             )
-            s.pipeline.start()
+            await s.pipeline.start()
             for _ in range(100):
                 if s.pipeline.queued_spans == 0:
                     break

@@ -16,27 +16,15 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-__all__ = ["Pipeline", "RateMeter", "TraceBatch"]
+from tickscope.core.consumer import TraceBatch
+from tickscope.core.queue import BoundedQueue
+
+__all__ = ["Pipeline", "RateMeter"]
 
 log = logging.getLogger("tickscope.pipeline")
-
-
-@dataclass(frozen=True, slots=True)
-class TraceBatch:
-    """An accepted request: the serialized ExportTraceServiceRequest (protobuf,
-    whatever encoding it arrived in, rejected spans removed; empty when nothing
-    forwards it), its span count, and the parsed view of it (exporters.spanview)
-    that the aggregators read."""
-
-    payload: bytes
-    spans: int
-    receiver: str
-    view: Any
 
 
 class RateMeter:
@@ -69,12 +57,17 @@ Consumer = Callable[[TraceBatch], None]
 
 
 class Pipeline:
+    """The bounded queue and its consumer task: a component (start/stop)."""
+
+    name = "pipeline"
+
     def __init__(self, capacity_spans: int, registry: CollectorRegistry) -> None:
         self.capacity = capacity_spans
-        self._queue: collections.deque[TraceBatch] = collections.deque()
-        self._queued_spans = 0
-        self._ready = asyncio.Event()
-        self._idle = asyncio.Event()  # set whenever the queue has been emptied
+        # An empty queue takes any one batch, so that a request larger than the
+        # whole capacity is not refused forever (the body limit bounds it).
+        self._queue: BoundedQueue[TraceBatch] = BoundedQueue(
+            capacity_spans, admit_oversized_when_empty=True
+        )
         self._consumers: list[tuple[str, Consumer]] = []
         self._task: asyncio.Task[None] | None = None
         self.processed = RateMeter()
@@ -82,7 +75,7 @@ class Pipeline:
             "tickscope_pipeline_queue_spans",
             "Spans accepted and waiting to be processed.",
             registry=registry,
-        ).set_function(lambda: self._queued_spans)
+        ).set_function(lambda: self._queue.units)
         Gauge(
             "tickscope_pipeline_queue_capacity_spans",
             "Capacity of the pipeline queue (limits.queue_capacity_spans).",
@@ -113,24 +106,16 @@ class Pipeline:
 
     @property
     def queued_spans(self) -> int:
-        return self._queued_spans
+        return self._queue.units
 
     def is_full(self) -> bool:
-        return self._queued_spans >= self.capacity
+        return self._queue.is_full()
 
     def offer(self, batch: TraceBatch) -> bool:
         """Queue `batch` if it fits; False (and nothing queued) if it does not."""
-        if self._queued_spans + batch.spans > self.capacity and self._queue:
-            return False
-        # An empty queue takes any one batch, so that a request larger than the
-        # whole capacity is not refused forever (the body limit bounds it).
-        self._queue.append(batch)
-        self._queued_spans += batch.spans
-        self._idle.clear()
-        self._ready.set()
-        return True
+        return self._queue.offer(batch, batch.spans)
 
-    def start(self) -> None:
+    async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="pipeline")
 
     async def stop(self, grace: float) -> None:
@@ -138,27 +123,21 @@ class Pipeline:
         if self._queue and self._task is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace):
-                    await self._idle.wait()
+                    await self._queue.drained()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._queue:
-            left = self._queued_spans
+        left = self._queue.clear()
+        if left:
             self.dropped.labels("shutdown").inc(left)
             log.warning("spans dropped at shutdown", extra={"spans": left})
-            self._queue.clear()
-            self._queued_spans = 0
 
     async def _run(self) -> None:
         while True:
-            if not self._queue:
-                self._idle.set()
-                self._ready.clear()
-                await self._ready.wait()
-            batch = self._queue.popleft()
-            self._queued_spans -= batch.spans
+            await self._queue.wait()
+            batch, _ = self._queue.pop()
             self.process(batch)
             # Let the receivers run between batches: under load the queue fills
             # and they answer with backpressure instead of waiting.

@@ -24,13 +24,14 @@ from tickscope.collectors.runner import CollectorRunner
 from tickscope.connectors.spanmetrics import SpanMetrics
 from tickscope.connectors.spanstream import SpanStream
 from tickscope.connectors.trading import TradingMetrics
+from tickscope.core.consumer import TraceBatch
 from tickscope.core.errors import StartupError
 from tickscope.core.health import Health, LoopMonitor
 from tickscope.exporters.forward import Forwarder
 from tickscope.exporters.otlpmetrics import MetricStore
 from tickscope.exporters.prometheus import new_registry
 from tickscope.exposition.text import RenderedFamilies
-from tickscope.pipeline import Pipeline, TraceBatch
+from tickscope.pipeline import Pipeline
 from tickscope.receivers.intake import Intake
 from tickscope.receivers.metrics import ReceiverMetrics
 from tickscope.receivers.metrics_intake import MetricsIntake
@@ -166,7 +167,7 @@ class Sidecar:
         await self.server.start()
         self.health.set_ready("admin_server")
         if self.pipeline is not None:
-            self.pipeline.start()
+            await self.pipeline.start()
         if self.forwarder is not None:
             await self.forwarder.start()
         if self.http_receiver is not None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from tickscope.pipeline import Pipeline, TraceBatch
+from tickscope.core.consumer import TraceBatch, TracesConsumer
 from tickscope.receivers.metrics import ReceiverMetrics
 
 __all__ = ["Intake", "Outcome"]
@@ -97,7 +97,7 @@ def _all_ids_valid(request: Any) -> bool:
 
 class Intake:
     def __init__(
-        self, pipeline: Pipeline, metrics: ReceiverMetrics, keep_payload: bool = True
+        self, pipeline: TracesConsumer, metrics: ReceiverMetrics, keep_payload: bool = True
     ) -> None:
         self.pipeline = pipeline
         self.metrics = metrics

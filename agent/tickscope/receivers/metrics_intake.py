@@ -1,5 +1,5 @@
 """What both OTLP receivers do with a decoded metrics request: hand it to the
-metric store (exporters.otlp_metrics), count, and build the response.
+metric store (a MetricsConsumer), count, and build the response.
 
 Metrics are translated as they arrive, without a queue: a data point is a few
 microseconds of work (a span's aggregation is more), and the request body limit
@@ -15,7 +15,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceResponse,
 )
 
-from tickscope.exporters.otlpmetrics import MetricStore
+from tickscope.core.consumer import MetricsConsumer
 from tickscope.receivers.metrics import ReceiverMetrics
 
 __all__ = ["MetricsIntake", "MetricsOutcome"]
@@ -36,7 +36,7 @@ class MetricsOutcome:
 
 
 class MetricsIntake:
-    def __init__(self, store: MetricStore, metrics: ReceiverMetrics) -> None:
+    def __init__(self, store: MetricsConsumer, metrics: ReceiverMetrics) -> None:
         self.store = store
         self.metrics = metrics
 

@@ -46,7 +46,8 @@ render.py (exposition text on tickscope.exposition), store.py (the families, the
 ingest loop, limits and staleness).
 """
 
+from tickscope.core.consumer import IngestResult
 from tickscope.exporters.otlpmetrics.config import MetricsConfig
-from tickscope.exporters.otlpmetrics.store import IngestResult, MetricStore
+from tickscope.exporters.otlpmetrics.store import MetricStore
 
 __all__ = ["IngestResult", "MetricStore", "MetricsConfig"]

@@ -5,10 +5,8 @@ point is a few microseconds of work and the request body limit bounds a request.
 
 from __future__ import annotations
 
-import collections
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -17,6 +15,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from tickscope.core.consumer import IngestResult
 from tickscope.exporters.otlpmetrics import accumulator
 from tickscope.exporters.otlpmetrics.accumulator import (
     Exponential,
@@ -52,20 +51,6 @@ RESERVED_NAMES = frozenset(
         "process_start_time_seconds", "process_open_fds", "process_max_fds",
     }
 )  # fmt: skip
-
-
-@dataclass
-class IngestResult:
-    accepted: int = 0
-    rejected: collections.Counter[str] = field(default_factory=collections.Counter)
-    messages: list[str] = field(default_factory=list)
-
-    def reject(self, reason: str, count: int, message: str) -> None:
-        if count <= 0:
-            return
-        self.rejected[reason] += count
-        if len(self.messages) < 5 and message not in self.messages:
-            self.messages.append(message)
 
 
 class _Family:
