@@ -43,7 +43,7 @@ def test_never_ccxt_or_the_shim() -> None:
     code = """
 import importlib, pkgutil, sys
 import tickscope
-lazy = {"tickscope.receivers.otlp_grpc", "tickscope.exporters.forward_grpc"}
+lazy = {"tickscope.receivers.otlp_grpc", "tickscope.exporters.forward.grpc"}
 mains = {"tickscope.__main__", "tickscope.agent.__main__"}
 for top in pkgutil.iter_modules(tickscope.__path__, "tickscope."):
     # tickscope.shim is the engine's distribution, installed beside it in the dev venv.
@@ -64,7 +64,7 @@ print(" ".join(sys.modules))
     assert {"tickscope", "aiohttp", "prometheus_client", "psutil"} <= top_level
     assert not top_level & {"ccxt", "grpc"}
     assert "tickscope.receivers.otlp_http" in modules
-    assert "tickscope.exporters.forward" in modules
+    assert "tickscope.exporters.forward.http" in modules
     assert not [m for m in modules if m.startswith("tickscope.shim")]
     otel = [m for m in modules if m.startswith("opentelemetry.")]
     assert otel and all(m.startswith("opentelemetry.proto") for m in otel), otel

@@ -12,7 +12,8 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from tickscope.exporters.forward import OK, ForwardConfig, SendResult
+from tickscope.exporters.forward.config import ForwardConfig
+from tickscope.exporters.forward.sender import OK, SendResult
 
 __all__ = ["GrpcSender"]
 
