@@ -87,9 +87,7 @@ def child_rate(shim_mode: str, url: str, endpoint: str, calls: int) -> dict[str,
                 telemetry.tracer_provider.force_flush(10_000)
             cpu[name] += time.process_time() - cpu_start
             wall[name] += time.perf_counter() - wall_start
-    from tickscope.shim import gate
-
-    closed = gate.GATE is not None and not gate.GATE.open
+    closed = telemetry.export_gate is not None and not telemetry.export_gate.open
     shim.shutdown(timeout_millis=2000)
     return {
         "times": times,

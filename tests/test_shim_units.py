@@ -146,7 +146,7 @@ def test_export_gate_closes_on_failure_probes_and_reopens() -> None:
 
     from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-    from tickscope.shim.gate import ExportGate, GatedExporter
+    from tickscope.shim.export import ExportGate, GatedExporter
 
     class Flaky(SpanExporter):
         result = SpanExportResult.FAILURE

@@ -24,24 +24,35 @@ add no spans of their own, so one call of the engine is one span.
 
 Instrumentation replaces bound methods on the exchange instance only; the
 class, and every other instance, is untouched, and `uninstrument_exchange`
-restores the instance exactly.
+restores the instance exactly. Every exchange instrumented is registered (by
+weak reference) with tickscope.shim.credentials, so that its credentials are
+masked in logs (tickscope.shim.logredact).
+
+OpenTelemetry API only: no SDK import here (the contrib guidelines' rule for
+instrumentations); whether to make a span at all is asked of tickscope.shim.gate.
+`instrument_ccxt` / `uninstrument_ccxt` are CcxtInstrumentor().instrument() /
+.uninstrument() (tickscope.shim.instrumentation), which use `patch_exchanges` /
+`unpatch_exchanges` below.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import inspect
+import logging
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 
-from tickscope.shim import gate
+from tickscope.shim import credentials, gate, logredact, settings
 from tickscope.shim.ratelimit import Reader, reader_for
 from tickscope.shim.redact import safe_method, safe_text, server_address
 from tickscope.shim.version import __version__
@@ -347,17 +358,21 @@ def instrument_exchange(
 ) -> Any:
     """Instrument one ccxt exchange (sync or async); returns it. Idempotent.
 
-    Spans go to `tracer_provider`, or to the global one (set by `shim.configure`
-    or by the engine's own OpenTelemetry setup).
+    Spans go to `tracer_provider`, or to the global one (set by `shim.configure`,
+    by opentelemetry-instrument, or by the engine's own OpenTelemetry setup).
+    `rate_limits` (request budgets by exchange id) add to those given to
+    configure() or the instrumentor and to TICKSCOPE_SHIM_RATE_LIMITS.
     """
     if is_instrumented(exchange):
         return exchange
-    if rate_limits is None:
-        from tickscope.shim.setup import configured_rate_limits
-
-        rate_limits = configured_rate_limits()
+    # Registered first: its credentials are masked in logs from now on.
+    credentials.register(exchange)
+    logger = getattr(exchange, "logger", None)
+    if isinstance(logger, logging.Logger):
+        logredact.add_logger(logger.name)
+    logredact.install()
     tracer = trace.get_tracer(INSTRUMENTATION_NAME, __version__, tracer_provider=tracer_provider)
-    state = _State(rate_limits)
+    state = _State(_rate_limits(rate_limits))
     for name, attributes in _unified_methods(exchange).items():
         method = getattr(exchange, name)
         wrapper = _wrap(exchange, name, method, tracer, state)
@@ -387,18 +402,45 @@ def uninstrument_exchange(exchange: Any) -> Any:
 
 _patch_lock = threading.Lock()
 _patched_init: dict[type, Callable[..., None]] = {}
+# Exchanges the patched __init__ instrumented: unpatch_exchanges restores them.
+_patched_exchanges: dict[int, weakref.ref[Any]] = {}
+# Rate limits given to configure() or the instrumentor, for every exchange
+# instrumented afterwards (also those instrumented with instrument_exchange).
+_configured_rate_limits: dict[str, float] = {}
 
 
-def instrument_ccxt(
+def set_rate_limits(rate_limits: Mapping[str, float] | None) -> None:
+    """Request budgets by exchange id for exchanges instrumented from now on."""
+    global _configured_rate_limits
+    _configured_rate_limits = dict(rate_limits or {})
+
+
+def _rate_limits(explicit: Mapping[str, float] | None) -> dict[str, float]:
+    return {**settings.env_rate_limits(), **_configured_rate_limits, **(explicit or {})}
+
+
+def _remember(exchange: Any) -> None:
+    key = id(exchange)
+
+    def forget(_: weakref.ref[Any]) -> None:
+        _patched_exchanges.pop(key, None)
+
+    # An exchange that cannot be weakly referenced stays instrumented.
+    with contextlib.suppress(TypeError):
+        _patched_exchanges[key] = weakref.ref(exchange, forget)
+
+
+def patch_exchanges(
     tracer_provider: TracerProvider | None = None, rate_limits: Mapping[str, float] | None = None
-) -> None:
-    """Instrument every ccxt exchange created from now on (sync and async_support)."""
+) -> bool:
+    """Instrument every ccxt exchange created from now on (sync and async_support),
+    by wrapping the __init__ both derive from. False if already patched."""
     # Imported here: importing the shim alone must not load ccxt (~80 MB).
     from ccxt.base.exchange import BaseExchange
 
     with _patch_lock:
         if BaseExchange in _patched_init:
-            return
+            return False
         original = BaseExchange.__init__
 
         @functools.wraps(original)
@@ -406,15 +448,47 @@ def instrument_ccxt(
             original(self, *args, **kwargs)
             # Both ccxt.Exchange and ccxt.async_support's Exchange derive from this
             # BaseExchange and run its __init__: every exchange ends up here.
-            instrument_exchange(self, tracer_provider, rate_limits)
+            if not is_instrumented(self):
+                instrument_exchange(self, tracer_provider, rate_limits)
+                _remember(self)
 
         _patched_init[BaseExchange] = original
         setattr(BaseExchange, "__init__", __init__)  # noqa: B010 - assigning a method on the class
+        return True
 
 
-def uninstrument_ccxt() -> None:
-    """Stop instrumenting new exchanges (instrumented ones stay so; see uninstrument_exchange)."""
+def unpatch_exchanges() -> None:
+    """Undo patch_exchanges: new exchanges are plain, and those it instrumented are
+    restored (exchanges given to instrument_exchange by the engine stay as they are)."""
     with _patch_lock:
         for cls, original in _patched_init.items():
             setattr(cls, "__init__", original)  # noqa: B010
         _patched_init.clear()
+        refs = list(_patched_exchanges.values())
+        _patched_exchanges.clear()
+    for ref in refs:
+        exchange = ref()
+        if exchange is not None:
+            uninstrument_exchange(exchange)
+
+
+def instrument_ccxt(
+    tracer_provider: TracerProvider | None = None, rate_limits: Mapping[str, float] | None = None
+) -> None:
+    """Instrument every ccxt exchange created from now on (sync and async_support):
+    CcxtInstrumentor().instrument(). A no-op if it already is instrumented."""
+    from tickscope.shim.instrumentation import CcxtInstrumentor
+
+    instrumentor = CcxtInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(tracer_provider=tracer_provider, rate_limits=rate_limits)
+
+
+def uninstrument_ccxt() -> None:
+    """CcxtInstrumentor().uninstrument(): new exchanges are created plain, and the
+    exchanges instrument_ccxt instrumented are restored."""
+    from tickscope.shim.instrumentation import CcxtInstrumentor
+
+    instrumentor = CcxtInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()
