@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -18,6 +17,7 @@ from tickscope.collectors.host.hwmon import HwmonCollector
 from tickscope.collectors.host.loadavg import LoadavgCollector
 from tickscope.collectors.host.meminfo import MeminfoCollector
 from tickscope.collectors.host.netdev import NetdevCollector
+from tickscope.collectors.host.procfile import LINUX
 from tickscope.collectors.host.stat import StatCollector
 
 __all__ = ["HostCollector", "HostConfig"]
@@ -31,30 +31,35 @@ class Subsystem(Protocol):
 
 class HostCollector:
     """Runs every enabled subsystem in turn; one that fails is left out of the
-    snapshot and reported, the others still count (node_exporter's behaviour)."""
+    snapshot and reported, the others still count (node_exporter's behaviour).
+
+    Each subsystem reads its files under host.procfs, host.sysfs and host.rootfs,
+    by explicit paths: nothing process-wide is changed to point it elsewhere.
+    """
 
     name = "host"
 
     def __init__(self, config: HostConfig) -> None:
         self.interval = config.interval
+        procfs = config.procfs
         parts: list[Subsystem] = [
-            CPUCollector(),
-            LoadavgCollector(),
-            MeminfoCollector(config.meminfo_all_fields),
-            StatCollector(),
+            CPUCollector(procfs),
+            LoadavgCollector(procfs),
+            MeminfoCollector(config.meminfo_all_fields, procfs),
+            StatCollector(procfs),
         ]
-        if sys.platform.startswith("linux"):
-            parts.append(FilefdCollector())
+        if LINUX:
+            parts.append(FilefdCollector(procfs))
         self._filesystem: FilesystemCollector | None = None
         if config.filesystem.enabled:
-            self._filesystem = FilesystemCollector(config.filesystem)
+            self._filesystem = FilesystemCollector(config.filesystem, procfs, config.rootfs)
             parts.append(self._filesystem)
         if config.disk.enabled:
-            parts.append(DiskstatsCollector(config.disk))
+            parts.append(DiskstatsCollector(config.disk, procfs))
         if config.network.enabled:
-            parts.append(NetdevCollector(config.network))
+            parts.append(NetdevCollector(config.network, procfs))
         if config.hwmon:
-            parts.append(HwmonCollector())
+            parts.append(HwmonCollector(config.sysfs))
         self._parts = parts
 
     @property

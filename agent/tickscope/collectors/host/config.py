@@ -8,10 +8,11 @@ trading engine's health and only add series.
 
 from __future__ import annotations
 
+import os
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from tickscope.core.configtypes import Duration, Regex, StrictModel
 
@@ -29,6 +30,18 @@ DEFAULT_FS_TYPES_EXCLUDE = (
 # pseudo devices would double-count the whole-disk figures.
 DEFAULT_DISK_DEVICE_EXCLUDE = r"^(z?ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$"
 DEFAULT_NETWORK_DEVICE_EXCLUDE = r"^(lo|veth.*)$"
+
+
+def _absolute(path: str) -> str:
+    # A relative root would be resolved against whatever directory the sidecar
+    # happens to start in; say so at load time instead.
+    if not path.startswith("/"):
+        raise ValueError(f"must be an absolute path, got {path!r}")
+    return os.path.normpath(path)
+
+
+# A directory the collectors read from, as an absolute path without a trailing slash.
+RootPath = Annotated[str, AfterValidator(_absolute)]
 
 
 class DeviceFilter(StrictModel):
@@ -96,6 +109,22 @@ class HostConfig(StrictModel):
         2.0,
         description="Collection interval. Collection runs in a worker thread and scrapes are "
         "served the last snapshot (docs/architecture.md explains why).",
+    )
+    procfs: RootPath = Field(
+        "/proc",
+        description="Where the proc filesystem the host metrics come from is mounted: /proc, "
+        "or the node's /proc mounted into the container (node_exporter's --path.procfs).",
+    )
+    sysfs: RootPath = Field(
+        "/sys",
+        description="Where the sys filesystem is mounted, for node_hwmon_* (node_exporter's "
+        "--path.sysfs).",
+    )
+    rootfs: RootPath = Field(
+        "/",
+        description="The root node_filesystem_* describes (node_exporter's --path.rootfs): "
+        "only mounts at or under it are reported, with mount points relative to it, and "
+        "statvfs runs at rootfs + mount point.",
     )
     filesystem: FilesystemConfig = FilesystemConfig()
     disk: DiskConfig = DiskConfig()

@@ -5,34 +5,103 @@ daemon worker and is waited for at most `mount_timeout`; a mount that did not
 answer is reported with node_filesystem_device_error 1 and skipped until its
 call returns, and the worker it blocked is abandoned for a fresh one. One bad
 mount thus costs one timeout once, not every collection.
+
+The mounts are those of the sidecar's own mount table, {procfs}/self/mounts (what
+/etc/mtab links to). With host.rootfs set to where the node's / is mounted in the
+container, only the mounts at or under it are reported, with mount points as the
+node sees them, and statvfs runs at rootfs + mount point: node_exporter's
+--path.rootfs.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
+from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
+from typing import NamedTuple
 
 import psutil
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from tickscope.collectors.host.config import FilesystemConfig
+from tickscope.collectors.host.procfile import LINUX, read_text, under
 from tickscope.collectors.worker import DaemonWorker
 
-__all__ = ["FilesystemCollector"]
+__all__ = ["FilesystemCollector", "Mount", "parse_mounts", "relative_to_root"]
 
 log = logging.getLogger("tickscope.collector.filesystem")
 
 _LABELS = ["device", "fstype", "mountpoint"]
 
+# The kernel writes a space, tab, newline or backslash in a mounts field as an
+# octal escape (\040); getmntent(3) and node_exporter decode them.
+_OCTAL = re.compile(r"\\([0-7]{3})")
+
+
+class Mount(NamedTuple):
+    device: str
+    mountpoint: str
+    fstype: str
+    options: str
+
+
+def _unescape(field: str) -> str:
+    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), field)
+
+
+def parse_mounts(text: str) -> list[Mount]:
+    """The entries of a mounts file (/proc/self/mounts, fstab(5) format), in order.
+
+    The device is reported as the kernel writes it, "none" and "/dev/root"
+    included, as node_exporter does (psutil, which read the table before, turned
+    "none" into "" and looked up the disk behind "/dev/root").
+    """
+    mounts = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        device, mountpoint, fstype, options = (_unescape(f) for f in fields[:4])
+        mounts.append(Mount(device, mountpoint, fstype, options))
+    return mounts
+
+
+def relative_to_root(mountpoint: str, rootfs: str) -> str | None:
+    """`mountpoint` as seen from inside `rootfs`, or None when it lies outside."""
+    if rootfs == "/":
+        return mountpoint
+    if mountpoint == rootfs:
+        return "/"
+    if mountpoint.startswith(rootfs + "/"):
+        return mountpoint[len(rootfs) :]
+    return None
+
+
+def _from_psutil() -> list[Mount]:
+    return [
+        Mount(p.device, p.mountpoint, p.fstype, p.opts) for p in psutil.disk_partitions(all=True)
+    ]
+
 
 class FilesystemCollector:
     name = "filesystem"
 
-    def __init__(self, config: FilesystemConfig) -> None:
+    def __init__(
+        self,
+        config: FilesystemConfig,
+        procfs: str = "/proc",
+        rootfs: str = "/",
+        statvfs: Callable[[str], os.statvfs_result] = os.statvfs,
+    ) -> None:
         self._config = config
+        self._mounts_path = under(procfs, "self/mounts")
+        self._rootfs = rootfs
+        # Replaceable so that tests can give every mount of a fixture table exact figures.
+        self._statvfs_call = statvfs
         self._timeout = config.mount_timeout
         self._worker = DaemonWorker("statvfs")
         self._stuck: set[str] = set()
@@ -43,16 +112,20 @@ class FilesystemCollector:
 
     def mounts(self) -> list[tuple[str, str, str, bool]]:
         """(device, fstype, mountpoint, read-only) for every mount the filters keep."""
+        table = parse_mounts(read_text(self._mounts_path)) if LINUX else _from_psutil()
         kept: dict[str, tuple[str, str, str, bool]] = {}
-        for part in psutil.disk_partitions(all=True):
-            if not self._config.fs_types.keeps(part.fstype):
+        for mount in table:
+            mountpoint = relative_to_root(mount.mountpoint, self._rootfs)
+            if mountpoint is None:  # the container's own mounts, beside the node's root
                 continue
-            if not self._config.mount_points.keeps(part.mountpoint):
+            if not self._config.fs_types.keeps(mount.fstype):
                 continue
-            readonly = "ro" in part.opts.split(",")
+            if not self._config.mount_points.keeps(mountpoint):
+                continue
+            readonly = "ro" in mount.options.split(",")
             # A later mount on the same point hides the earlier one, and statvfs
             # sees only the top one: report that, once.
-            kept[part.mountpoint] = (part.device, part.fstype, part.mountpoint, readonly)
+            kept[mountpoint] = (mount.device, mount.fstype, mountpoint, readonly)
         return list(kept.values())
 
     def collect(self) -> list[Metric]:
@@ -91,7 +164,8 @@ class FilesystemCollector:
             if mountpoint in self._stuck:
                 return None
             worker = self._worker
-        future = worker.submit(lambda: os.statvfs(mountpoint))
+        path = under(self._rootfs, mountpoint)
+        future = worker.submit(lambda: self._statvfs_call(path))
         try:
             return future.result(timeout=self._timeout)
         except FutureTimeout:

@@ -9,11 +9,12 @@ directly; elsewhere psutil's figures fill the contract's fields.
 from __future__ import annotations
 
 import re
-import sys
 
 import psutil
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
+
+from tickscope.collectors.host.procfile import LINUX, read_text, under
 
 __all__ = ["DEFAULT_FIELDS", "MeminfoCollector", "parse_meminfo"]
 
@@ -88,16 +89,12 @@ def _from_psutil() -> dict[str, float]:
 class MeminfoCollector:
     name = "meminfo"
 
-    def __init__(self, all_fields: bool = False, path: str = "/proc/meminfo") -> None:
-        self._path = path
+    def __init__(self, all_fields: bool = False, procfs: str = "/proc") -> None:
+        self._path = under(procfs, "meminfo")
         self._all = all_fields
 
     def collect(self) -> list[Metric]:
-        if sys.platform.startswith("linux"):
-            with open(self._path, encoding="ascii", errors="replace") as f:
-                values = parse_meminfo(f.read())
-        else:
-            values = _from_psutil()
+        values = parse_meminfo(read_text(self._path)) if LINUX else _from_psutil()
         return [
             GaugeMetricFamily(
                 f"node_memory_{key}",
