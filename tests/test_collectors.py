@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import threading
 import time
-from collections import namedtuple
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
@@ -22,7 +22,8 @@ from tickscope.collectors.host.filesystem import FilesystemCollector
 from tickscope.collectors.runner import CollectorRunner
 from tickscope.core.health import Health, LoopMonitor
 
-Part = namedtuple("Part", "device mountpoint fstype opts")
+FIXTURE_PROC = Path(__file__).parent / "fixtures" / "proc"
+FIXTURE_SYS = Path(__file__).parent / "fixtures" / "sys"
 
 
 def samples(families: list, name: str) -> dict[tuple[tuple[str, str], ...], float]:
@@ -52,46 +53,64 @@ def test_host_collection_is_complete_and_fast_enough_to_run_often() -> None:
         collector.close()
 
 
-def test_a_failing_subsystem_is_left_out_and_reported(monkeypatch: pytest.MonkeyPatch) -> None:
-    collector = HostCollector(HostConfig())
+def test_a_failing_subsystem_is_left_out_counted_and_the_rest_served(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    shutil.copytree(FIXTURE_PROC, proc)
+    (proc / "diskstats").unlink()
+    config = HostConfig.model_validate(
+        {"procfs": str(proc), "sysfs": str(FIXTURE_SYS), "filesystem": {"enabled": False}}
+    )
 
-    def broken(*args: Any, **kwargs: Any) -> Any:
-        raise OSError("disk stats unavailable")
+    async def scenario() -> None:
+        registry = CollectorRegistry()
+        metrics = SelfMetrics(registry, ["host"])
+        health = Health()
+        runner = CollectorRunner(HostCollector(config), metrics, health, timeout=5.0)
+        registry.register(runner.snapshot)
+        assert (
+            registry.get_sample_value("tickscope_collect_errors_total", {"collector": "host"}) == 0
+        )
+        assert await runner.collect_once()
+        assert (
+            registry.get_sample_value("tickscope_collect_errors_total", {"collector": "host"}) == 1
+        )
+        # The snapshot is published without the disks, and the collector counts as ready.
+        assert registry.get_sample_value("node_disk_read_bytes_total", {"device": "sda"}) is None
+        assert registry.get_sample_value("node_load1") == 0.52
+        assert registry.get_sample_value("node_memory_MemTotal_bytes") == 16303428 * 1024
+        assert (
+            registry.get_sample_value("node_network_receive_bytes_total", {"device": "eth0"})
+            == 9876543210
+        )
+        assert health.ready
+        # Every collection that fails a part counts again.
+        assert await runner.collect_once()
+        assert (
+            registry.get_sample_value("tickscope_collect_errors_total", {"collector": "host"}) == 2
+        )
+        await runner.stop()
 
-    monkeypatch.setattr("psutil.disk_io_counters", broken)
-    try:
-        result = collector.collect()
-        assert result.errors == ["host/diskstats: OSError: disk stats unavailable"]
-        names = {f.name for f in result.families}
-        assert "node_disk_read_bytes" not in names
-        assert "node_cpu_seconds" in names and "node_memory_MemTotal_bytes" in names
-    finally:
-        collector.close()
+    asyncio.run(scenario())
 
 
-def test_a_stuck_mount_is_reported_and_skipped_until_it_answers(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_stuck_mount_is_reported_and_skipped_until_it_answers(tmp_path: Path) -> None:
+    (tmp_path / "self").mkdir()
+    (tmp_path / "self" / "mounts").write_text(
+        "nfs:/export /mnt/hung nfs4 rw 0 0\n"
+        "/dev/root / ext4 ro,relatime 0 0\n"
+        "/dev/other / ext4 rw 0 0\n"  # mounted over the first: only this one counts
+    )
     release = threading.Event()
-    real_statvfs = os.statvfs
+    root = os.statvfs("/")
     calls: list[str] = []
 
     def statvfs(path: str) -> os.statvfs_result:
         calls.append(path)
         if path == "/mnt/hung":
             release.wait(30)
-        return real_statvfs("/")
+        return root
 
-    monkeypatch.setattr("os.statvfs", statvfs)
-    monkeypatch.setattr(
-        "psutil.disk_partitions",
-        lambda all=False: [
-            Part("nfs:/export", "/mnt/hung", "nfs4", "rw"),
-            Part("/dev/root", "/", "ext4", "ro,relatime"),
-            Part("/dev/other", "/", "ext4", "rw"),  # mounted over the first: only this one counts
-        ],
-    )
-    fs = FilesystemCollector(FilesystemConfig(mount_timeout=0.2))
+    fs = FilesystemCollector(FilesystemConfig(mount_timeout=0.2), str(tmp_path), statvfs=statvfs)
     try:
         started = time.monotonic()
         families = fs.collect()
@@ -105,7 +124,7 @@ def test_a_stuck_mount_is_reported_and_skipped_until_it_answers(
             (("device", "/dev/other"), ("fstype", "ext4"), ("mountpoint", "/")): 0.0
         }
         assert list(samples(families, "node_filesystem_size_bytes").values()) == [
-            real_statvfs("/").f_blocks * real_statvfs("/").f_bsize
+            root.f_blocks * root.f_bsize
         ]
 
         # While it is stuck, the mount costs nothing: no new call, no new wait.
@@ -129,13 +148,17 @@ def test_a_stuck_mount_is_reported_and_skipped_until_it_answers(
 class FakeSource:
     name = "fake"
 
-    def __init__(self, interval: float, block: threading.Event | None = None) -> None:
+    def __init__(
+        self, interval: float, block: threading.Event | None = None, takes: float = 0.0
+    ) -> None:
         self.interval = interval
         self.block = block
+        self.takes = takes
         self.calls = 0
 
     def collect(self) -> CollectResult:
         self.calls += 1
+        time.sleep(self.takes)
         if self.block is not None:
             self.block.wait(30)
         return CollectResult(
@@ -158,7 +181,7 @@ def test_runner_publishes_counts_errors_and_sets_readiness() -> None:
         registry = CollectorRegistry()
         metrics = SelfMetrics(registry, ["fake"])
         health = Health()
-        runner = CollectorRunner(FakeSource(interval=1.0), metrics, health, timeout=1.0)
+        runner = CollectorRunner(FakeSource(interval=1.0, takes=0.05), metrics, health, timeout=1.0)
         registry.register(runner.snapshot)
         assert not health.ready
         assert await runner.collect_once()
@@ -166,10 +189,12 @@ def test_runner_publishes_counts_errors_and_sets_readiness() -> None:
         assert (
             registry.get_sample_value("tickscope_collect_errors_total", {"collector": "fake"}) == 1
         )
-        assert (
-            registry.get_sample_value("tickscope_collect_duration_seconds", {"collector": "fake"})
-            >= 0
+        # The source sleeps 50 ms: the duration is the collection's own time, not 0
+        # and not the interval.
+        duration = registry.get_sample_value(
+            "tickscope_collect_duration_seconds", {"collector": "fake"}
         )
+        assert duration is not None and 0.05 <= duration < 0.5
         reasons = {c.name: c.reason for c in health.conditions}
         assert reasons == {"collector:fake": "", "fake:thing": "thing not there yet"}
         assert await runner.collect_once()
