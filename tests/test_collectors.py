@@ -14,11 +14,11 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
-from tickscope.agent.selfmetrics import SelfMetrics
 from tickscope.collectors.base import CollectResult
 from tickscope.collectors.host import HostCollector
 from tickscope.collectors.host.config import FilesystemConfig, HostConfig
 from tickscope.collectors.host.filesystem import FilesystemCollector
+from tickscope.collectors.metrics import CollectorMetrics
 from tickscope.collectors.runner import CollectorRunner
 from tickscope.core.health import Health, LoopMonitor
 
@@ -63,7 +63,7 @@ def test_a_failing_subsystem_is_left_out_counted_and_the_rest_served(tmp_path: P
 
     async def scenario() -> None:
         registry = CollectorRegistry()
-        metrics = SelfMetrics(registry, ["host"])
+        metrics = CollectorMetrics(registry, ["host"])
         health = Health()
         runner = CollectorRunner(HostCollector(config), metrics, health, timeout=5.0)
         registry.register(runner.snapshot)
@@ -179,7 +179,7 @@ class FakeSource:
 def test_runner_publishes_counts_errors_and_sets_readiness() -> None:
     async def scenario() -> None:
         registry = CollectorRegistry()
-        metrics = SelfMetrics(registry, ["fake"])
+        metrics = CollectorMetrics(registry, ["fake"])
         health = Health()
         runner = CollectorRunner(FakeSource(interval=1.0, takes=0.05), metrics, health, timeout=1.0)
         registry.register(runner.snapshot)
@@ -207,7 +207,7 @@ def test_runner_publishes_counts_errors_and_sets_readiness() -> None:
 def test_runner_times_out_a_stuck_collection_and_stops_serving_old_data() -> None:
     async def scenario() -> None:
         registry = CollectorRegistry()
-        metrics = SelfMetrics(registry, ["fake"])
+        metrics = CollectorMetrics(registry, ["fake"])
         block = threading.Event()
         source = FakeSource(interval=0.05, block=block)
         runner = CollectorRunner(source, metrics, Health(), timeout=0.1)
@@ -239,7 +239,7 @@ def test_runner_times_out_a_stuck_collection_and_stops_serving_old_data() -> Non
 def test_loop_monitor_sees_a_blocked_loop() -> None:
     async def scenario() -> None:
         monitor = LoopMonitor(period=0.05)
-        monitor.start()
+        await monitor.start()
         await asyncio.sleep(0.2)
         assert monitor.lag < 0.05
         time.sleep(0.4)  # noqa: ASYNC251 - blocking the loop is the point

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from tickscope.core.consumer import TraceBatch
 from tickscope.core.queue import BoundedQueue
 
-__all__ = ["Pipeline", "RateMeter"]
+__all__ = ["Consumer", "Pipeline", "RateMeter"]
 
 log = logging.getLogger("tickscope.pipeline")
 

@@ -1,4 +1,5 @@
-"""Wiring: builds the parts from the config, starts them, stops them in order."""
+"""The host: builds the components from the config, starts them in order, stops
+them in reverse, and answers the status page from what they report."""
 
 from __future__ import annotations
 
@@ -8,22 +9,33 @@ import os
 import signal
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from prometheus_client import Counter
+from prometheus_client import CollectorRegistry, Counter
 
 from tickscope.agent.config import Config
-from tickscope.agent.selfmetrics import SelfMetrics
+from tickscope.agent.selfmetrics import register_build_info
 from tickscope.agent.server import AdminServer
+from tickscope.agent.status import (
+    CollectorStatus,
+    EngineProcessStatus,
+    ForwardStatus,
+    ReadinessCheck,
+    SpanStatus,
+    Status,
+)
 from tickscope.agent.version import __version__
 from tickscope.collectors.base import Source
 from tickscope.collectors.engine import EngineProcessCollector
 from tickscope.collectors.engine.finder import PidFileError, check_pid_file
 from tickscope.collectors.host import HostCollector
+from tickscope.collectors.metrics import CollectorMetrics
 from tickscope.collectors.runner import CollectorRunner
 from tickscope.connectors.spanmetrics import SpanMetrics
 from tickscope.connectors.spanstream import SpanStream
 from tickscope.connectors.trading import TradingMetrics
+from tickscope.core.component import Component
 from tickscope.core.consumer import TraceBatch
 from tickscope.core.errors import StartupError
 from tickscope.core.health import Health, LoopMonitor
@@ -31,7 +43,7 @@ from tickscope.exporters.forward import Forwarder
 from tickscope.exporters.otlpmetrics import MetricStore
 from tickscope.exporters.prometheus import new_registry
 from tickscope.exposition.text import RenderedFamilies
-from tickscope.pipeline import Pipeline
+from tickscope.pipeline import Consumer, Pipeline
 from tickscope.receivers.intake import Intake
 from tickscope.receivers.metrics import ReceiverMetrics
 from tickscope.receivers.metrics_intake import MetricsIntake
@@ -44,138 +56,171 @@ __all__ = ["Sidecar"]
 
 log = logging.getLogger("tickscope")
 
+# Shares of server.shutdown_timeout each component may spend stopping; the rest
+# (20%) is left for the collectors and the admin server, which stop at once.
+_GRPC_GRACE = 0.1
+_PIPELINE_GRACE = 0.2
+_FORWARD_GRACE = 0.4
+# The HTTP receiver's grace for requests in flight (aiohttp takes it at start).
+_HTTP_GRACE = 0.1
+
+
+@dataclass
+class SpanPath:
+    """The components between the OTLP receivers and /metrics (or upstream)."""
+
+    pipeline: Pipeline
+    receivers: list[OTLPHTTPReceiver | OTLPGRPCReceiver] = field(default_factory=list)
+    spanmetrics: SpanMetrics | None = None
+    trading: TradingMetrics | None = None
+    forwarder: Forwarder | None = None
+    metric_store: MetricStore | None = None
+
+
+def _engine_sources(config: Config, env: Mapping[str, str]) -> list[Source]:
+    if not config.engine.processes:
+        return []
+    for proc in config.engine.processes:
+        if proc.pid_file is not None:
+            try:
+                check_pid_file(proc.pid_file)
+            except PidFileError as exc:
+                raise StartupError(f"engine.processes ({proc.name}): {exc}") from None
+    try:
+        return [EngineProcessCollector(config.engine, env)]
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
+
+
+def _span_path(
+    config: Config, registry: CollectorRegistry, health: Health
+) -> tuple[SpanPath | None, list[RenderedFamilies]]:
+    """Receivers -> pipeline -> span metrics, trading metrics, forwarder; and the
+    metric store the receivers' /v1/metrics feeds. None without a receiver."""
+    receivers = tuple(
+        name
+        for name, on in (
+            ("otlp_http", config.receiver.http.enabled),
+            ("otlp_grpc", config.receiver.grpc.enabled),
+        )
+        if on
+    )
+    if not receivers:
+        return None, []
+    rendered: list[RenderedFamilies] = []
+    path = SpanPath(Pipeline(config.limits.queue_capacity_spans, registry))
+    if config.spanmetrics.enabled:
+        path.spanmetrics = SpanMetrics(config.spanmetrics, registry)
+        rendered.append(path.spanmetrics)
+    if config.trading.enabled:
+        path.trading = TradingMetrics(config.trading, registry)
+        rendered.append(path.trading)
+    stream: SpanStream | None = None
+    if path.spanmetrics is not None or path.trading is not None:
+        stream = SpanStream(path.spanmetrics, path.trading)
+        path.pipeline.add_consumer("span_metrics", _aggregator(stream, registry))
+    if config.forward.enabled:
+        forwarder = path.forwarder = Forwarder(config.forward, registry)
+
+        def forward(batch: TraceBatch) -> None:
+            if stream is not None and not stream.last_batch_valid:
+                # The upstream would refuse it, and everything batched with it.
+                forwarder.drop(batch.spans, "invalid")
+                return
+            forwarder.offer(batch.payload, batch.spans)
+
+        path.pipeline.add_consumer("forward", forward)
+    receiver_metrics = ReceiverMetrics(registry, receivers)
+    intake = Intake(path.pipeline, receiver_metrics, keep_payload=config.forward.enabled)
+    metrics_intake: MetricsIntake | None = None
+    if config.metrics.enabled:
+        path.metric_store = MetricStore(config.metrics, registry)
+        rendered.append(path.metric_store)
+        metrics_intake = MetricsIntake(path.metric_store, receiver_metrics)
+    if config.receiver.http.enabled:
+        path.receivers.append(
+            OTLPHTTPReceiver(
+                config.receiver.http,
+                intake,
+                health,
+                shutdown_grace=config.server.shutdown_timeout * _HTTP_GRACE,
+                metrics_intake=metrics_intake,
+            )
+        )
+    if config.receiver.grpc.enabled:
+        # grpcio costs ~9 MiB of RSS: loaded only by sidecars that serve gRPC.
+        from tickscope.receivers.otlp_grpc import OTLPGRPCReceiver
+
+        path.receivers.append(
+            OTLPGRPCReceiver(config.receiver.grpc, intake, health, metrics_intake=metrics_intake)
+        )
+    return path, rendered
+
+
+def _aggregator(stream: SpanStream, registry: CollectorRegistry) -> Consumer:
+    invalid = Counter(
+        "tickscope_receiver_invalid_attributes_total",
+        "Span attributes that did not decode as OTLP KeyValues (left out of the metrics).",
+        registry=registry,
+    )
+
+    def aggregate(batch: TraceBatch) -> None:
+        before = stream.attributes.invalid
+        stream.consume_view(batch.view)
+        if stream.attributes.invalid != before:
+            invalid.inc(stream.attributes.invalid - before)
+
+    return aggregate
+
 
 class Sidecar:
     def __init__(self, config: Config, environ: Mapping[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
         self.config = config
         self.registry = new_registry()
+        register_build_info(self.registry)
         self.health = Health()
         self.loop_monitor = LoopMonitor()
         self._started = time.monotonic()
         self._stop = asyncio.Event()
 
-        sources: list[Source] = []
-        if config.host.enabled:
-            sources.append(HostCollector(config.host))
-        if config.engine.processes:
-            for proc in config.engine.processes:
-                if proc.pid_file is not None:
-                    try:
-                        check_pid_file(proc.pid_file)
-                    except PidFileError as exc:
-                        raise StartupError(f"engine.processes ({proc.name}): {exc}") from None
-            try:
-                sources.append(EngineProcessCollector(config.engine, env))
-            except ValueError as exc:
-                raise StartupError(str(exc)) from None
-
-        self.self_metrics = SelfMetrics(self.registry, [s.name for s in sources])
+        sources: list[Source] = [HostCollector(config.host)] if config.host.enabled else []
+        sources += _engine_sources(config, env)
+        collector_metrics = CollectorMetrics(self.registry, [s.name for s in sources])
         self.runners = [
-            CollectorRunner(s, self.self_metrics, self.health, config.limits.collect_timeout)
+            CollectorRunner(s, collector_metrics, self.health, config.limits.collect_timeout)
             for s in sources
         ]
         for runner in self.runners:
             self.registry.register(runner.snapshot)
 
-        rendered: list[RenderedFamilies] = []
-        self._build_span_path(rendered)
+        self.spans, rendered = _span_path(config, self.registry, self.health)
         self.server = AdminServer(
             config.server, self.registry, self.health, self.loop_monitor, self.status, rendered
         )
-        self.health.require("admin_server", "not listening yet")
+        # Start order, each with its share of the shutdown budget. Downstream
+        # before upstream: nothing is offered to a stage that is not running.
+        # Stopped in reverse: receivers first, so what they accepted is processed
+        # and forwarded; the admin server last, so probes answer to the end.
+        budget = config.server.shutdown_timeout
+        self.components: list[tuple[Component, float]] = [
+            (self.loop_monitor, 0.0),
+            (self.server, 0.0),
+        ]
+        if self.spans is not None:
+            if self.spans.forwarder is not None:
+                self.components.append((self.spans.forwarder, budget * _FORWARD_GRACE))
+            self.components.append((self.spans.pipeline, budget * _PIPELINE_GRACE))
+            self.components += [(r, budget * _GRPC_GRACE) for r in self.spans.receivers]
+        self.components += [(r, 0.0) for r in self.runners]
 
-    def _build_span_path(self, rendered: list[RenderedFamilies]) -> None:
-        """Receivers -> pipeline -> span metrics, trading metrics, forwarder."""
-        config = self.config
-        self.pipeline: Pipeline | None = None
-        self.spanmetrics: SpanMetrics | None = None
-        self.trading: TradingMetrics | None = None
-        self.forwarder: Forwarder | None = None
-        self.http_receiver: OTLPHTTPReceiver | None = None
-        self.grpc_receiver: OTLPGRPCReceiver | None = None
-        receivers = tuple(
-            name
-            for name, on in (
-                ("otlp_http", config.receiver.http.enabled),
-                ("otlp_grpc", config.receiver.grpc.enabled),
-            )
-            if on
-        )
-        if not receivers:
-            return
-        pipeline = self.pipeline = Pipeline(config.limits.queue_capacity_spans, self.registry)
-        if config.spanmetrics.enabled:
-            self.spanmetrics = SpanMetrics(config.spanmetrics, self.registry)
-            rendered.append(self.spanmetrics)
-        if config.trading.enabled:
-            self.trading = TradingMetrics(config.trading, self.registry)
-            rendered.append(self.trading)
-        stream: SpanStream | None = None
-        if self.spanmetrics is not None or self.trading is not None:
-            stream = SpanStream(self.spanmetrics, self.trading)
-            invalid = Counter(
-                "tickscope_receiver_invalid_attributes_total",
-                "Span attributes that did not decode as OTLP KeyValues (left out of the metrics).",
-                registry=self.registry,
-            )
-
-            def aggregate(batch: TraceBatch) -> None:
-                before = stream.attributes.invalid
-                stream.consume_view(batch.view)
-                if stream.attributes.invalid != before:
-                    invalid.inc(stream.attributes.invalid - before)
-
-            pipeline.add_consumer("span_metrics", aggregate)
-        if config.forward.enabled:
-            forwarder = self.forwarder = Forwarder(config.forward, self.registry)
-
-            def forward(batch: TraceBatch) -> None:
-                if stream is not None and not stream.last_batch_valid:
-                    # The upstream would refuse it, and everything batched with it.
-                    forwarder.drop(batch.spans, "invalid")
-                    return
-                forwarder.offer(batch.payload, batch.spans)
-
-            pipeline.add_consumer("forward", forward)
-        receiver_metrics = ReceiverMetrics(self.registry, receivers)
-        intake = Intake(pipeline, receiver_metrics, keep_payload=config.forward.enabled)
-        metrics_intake: MetricsIntake | None = None
-        self.metric_store: MetricStore | None = None
-        if config.metrics.enabled:
-            self.metric_store = MetricStore(config.metrics, self.registry)
-            rendered.append(self.metric_store)
-            metrics_intake = MetricsIntake(self.metric_store, receiver_metrics)
-        if config.receiver.http.enabled:
-            self.http_receiver = OTLPHTTPReceiver(
-                config.receiver.http,
-                intake,
-                self.health,
-                shutdown_grace=config.server.shutdown_timeout * 0.1,
-                metrics_intake=metrics_intake,
-            )
-        if config.receiver.grpc.enabled:
-            # grpcio costs ~9 MiB of RSS: loaded only by sidecars that serve gRPC.
-            from tickscope.receivers.otlp_grpc import OTLPGRPCReceiver
-
-            self.grpc_receiver = OTLPGRPCReceiver(
-                config.receiver.grpc, intake, self.health, metrics_intake=metrics_intake
-            )
+    @property
+    def pipeline(self) -> Pipeline | None:
+        return None if self.spans is None else self.spans.pipeline
 
     async def start(self) -> None:
-        self.loop_monitor.start()
-        await self.server.start()
-        self.health.set_ready("admin_server")
-        if self.pipeline is not None:
-            await self.pipeline.start()
-        if self.forwarder is not None:
-            await self.forwarder.start()
-        if self.http_receiver is not None:
-            await self.http_receiver.start()
-        if self.grpc_receiver is not None:
-            await self.grpc_receiver.start()
-        for runner in self.runners:
-            runner.start()
+        for component, _ in self.components:
+            await component.start()
         log.info(
             "tickscope started",
             extra={
@@ -189,25 +234,17 @@ class Sidecar:
     async def stop(self) -> None:
         """Stop taking spans, process what was taken, forward what can be, then go.
 
-        The whole sequence runs under server.shutdown_timeout (see serve()); the
-        shares below keep each step from eating the others' time.
+        The whole sequence runs under server.shutdown_timeout (see serve()); each
+        component's share keeps it from eating the others' time.
         """
-        budget = self.config.server.shutdown_timeout
         # Not ready first, so Kubernetes stops routing to the pod while we wind down.
         self.health.shutting_down()
-        # Shares of the budget; the last 20% is left for the collectors and the admin server.
-        if self.http_receiver is not None:
-            await self.http_receiver.stop()
-        if self.grpc_receiver is not None:
-            await self.grpc_receiver.stop(grace=budget * 0.1)
-        if self.pipeline is not None:
-            await self.pipeline.stop(grace=budget * 0.2)
-        if self.forwarder is not None:
-            await self.forwarder.stop(grace=budget * 0.4)
-        for runner in self.runners:
-            await runner.stop()
-        await self.server.stop()
-        await self.loop_monitor.stop()
+        for component, grace in reversed(self.components):
+            try:
+                await component.stop(grace)
+            except Exception:
+                # One component failing to stop must not keep the others from flushing.
+                log.exception("stopping a component failed", extra={"component": component.name})
         log.info("tickscope stopped", extra={"uptime_seconds": round(self.uptime, 3)})
 
     def request_stop(self) -> None:
@@ -238,56 +275,62 @@ class Sidecar:
 
     def receiver_ports(self) -> dict[str, int | None]:
         """The ports the OTLP receivers listen on (bound, when port 0 was asked for)."""
-        receivers = (("otlp_http", self.http_receiver), ("otlp_grpc", self.grpc_receiver))
-        return {name: r.port for name, r in receivers if r is not None}
+        if self.spans is None:
+            return {}
+        return {r.name.removeprefix("receiver:"): r.port for r in self.spans.receivers}
 
     @property
     def uptime(self) -> float:
         return time.monotonic() - self._started
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Status:
         now = time.monotonic()
-        collectors = []
-        engine: list[dict[str, Any]] = []
+        collectors: list[CollectorStatus] = []
+        engine: list[EngineProcessStatus] = []
         for runner in self.runners:
             snap = runner.snapshot.snapshot
             collectors.append(
-                {
-                    "name": runner.source.name,
-                    "interval_seconds": runner.source.interval,
-                    "last_duration_seconds": runner.last_duration,
-                    "last_success_age_seconds": None
+                CollectorStatus(
+                    name=runner.source.name,
+                    interval_seconds=runner.source.interval,
+                    last_duration_seconds=runner.last_duration,
+                    last_success_age_seconds=None
                     if snap is None
                     else round(now - snap.monotonic, 3),
-                    "errors": runner.errors,
-                }
+                    errors=runner.errors,
+                )
             )
-            engine.extend(runner.source.status().get("processes", []))
-        status: dict[str, Any] = {
-            "version": __version__,
-            "uptime_seconds": round(self.uptime, 3),
-            "ready": self.health.ready,
-            "readiness": [
-                {"name": c.name, "ready": c.ready, "reason": c.reason}
-                for c in self.health.conditions
-            ],
-            "collectors": collectors,
-            "engine_processes": engine,
-        }
-        if self.pipeline is not None:
-            status["spans"] = {
-                "per_second": round(self.pipeline.processed.rate(), 1),
-                "processed": self.pipeline.processed.total,
-                "queued": self.pipeline.queued_spans,
-                "queue_capacity": self.pipeline.capacity,
-                "receivers": self.receiver_ports(),
-            }
-            if self.spanmetrics is not None:
-                status["spans"]["series"] = self.spanmetrics.series_count()
-                status["spans"]["series_limit"] = self.config.spanmetrics.max_series
-            if self.forwarder is not None:
-                status["spans"]["forward"] = {
-                    "endpoint": self.config.forward.redacted_endpoint(),
-                    "sent": int(self.forwarder.sent._value.get()),
-                }
-        return status
+            engine += [
+                EngineProcessStatus(**p) for p in runner.source.status().get("processes", [])
+            ]
+        return Status(
+            version=__version__,
+            uptime_seconds=round(self.uptime, 3),
+            ready=self.health.ready,
+            readiness=[ReadinessCheck(c.name, c.ready, c.reason) for c in self.health.conditions],
+            collectors=collectors,
+            engine_processes=engine,
+            spans=self._span_status(),
+        )
+
+    def _span_status(self) -> SpanStatus | None:
+        spans = self.spans
+        if spans is None:
+            return None
+        pipeline = spans.pipeline
+        forward = None
+        if spans.forwarder is not None:
+            forward = ForwardStatus(
+                endpoint=self.config.forward.redacted_endpoint(),
+                sent=int(spans.forwarder.sent._value.get()),
+            )
+        return SpanStatus(
+            per_second=round(pipeline.processed.rate(), 1),
+            processed=pipeline.processed.total,
+            queued=pipeline.queued_spans,
+            queue_capacity=pipeline.capacity,
+            receivers=self.receiver_ports(),
+            series=None if spans.spanmetrics is None else spans.spanmetrics.series_count(),
+            series_limit=None if spans.spanmetrics is None else self.config.spanmetrics.max_series,
+            forward=forward,
+        )

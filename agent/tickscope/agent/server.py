@@ -11,6 +11,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pydantic import Field
 
+from tickscope.agent.status import Status
 from tickscope.core.configtypes import Duration, ListenHost, Port, StrictModel
 from tickscope.core.errors import ListenError
 from tickscope.core.health import Health, LoopMonitor
@@ -35,10 +36,12 @@ class ServerConfig(StrictModel):
     )
 
 
-StatusFn = Callable[[], dict[str, Any]]
+StatusFn = Callable[[], Status]
 
 
 class AdminServer:
+    name = "admin_server"
+
     def __init__(
         self,
         config: ServerConfig,
@@ -62,6 +65,7 @@ class AdminServer:
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/", self._index)
         self._app = app
+        health.require("admin_server", "not listening yet")
 
     async def start(self) -> None:
         runner = web.AppRunner(
@@ -90,8 +94,10 @@ class AdminServer:
                 "endpoints": "/metrics /healthz /readyz /",
             },
         )
+        self._health.set_ready("admin_server")
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 0.0) -> None:
+        """Last to stop: /healthz and /readyz answer until the very end."""
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -137,54 +143,5 @@ class AdminServer:
             "format"
         ) == "json" or "application/json" in request.headers.get("Accept", "")
         if wants_json:
-            return web.json_response(status, dumps=lambda o: json.dumps(o, indent=2))
-        return web.Response(text=format_status(status), content_type="text/plain")
-
-
-def _age(seconds: float | None) -> str:
-    return "never" if seconds is None else f"{seconds:.1f}s ago"
-
-
-def format_status(status: dict[str, Any]) -> str:
-    lines = [
-        f"tickscope {status['version']}",
-        f"uptime: {status['uptime_seconds']:.0f}s   ready: {'yes' if status['ready'] else 'no'}",
-    ]
-    not_ready = [c for c in status.get("readiness", []) if not c["ready"]]
-    for check in not_ready:
-        lines.append(f"  not ready: {check['name']}: {check.get('reason', '')}")
-    lines.append("")
-    lines.append("collectors:")
-    for c in status.get("collectors", []):
-        duration = c.get("last_duration_seconds")
-        took = "-" if duration is None else f"{duration * 1000:.2f} ms"
-        lines.append(
-            f"  {c['name']:<16} every {c['interval_seconds']:g}s   last took {took}"
-            f"   last success {_age(c.get('last_success_age_seconds'))}   errors {c['errors']}"
-        )
-    spans = status.get("spans")
-    if spans is not None:
-        lines.append("")
-        receivers = "  ".join(f"{k} :{v}" for k, v in spans["receivers"].items())
-        lines.append(
-            f"spans: {spans['per_second']:.0f}/s   processed {spans['processed']}   receivers {receivers}"
-        )
-        lines.append(f"  queue {spans['queued']}/{spans['queue_capacity']} spans")
-        if "series" in spans:
-            lines.append(f"  span metrics series {spans['series']}/{spans['series_limit']}")
-        if "forward" in spans:
-            lines.append(
-                f"  forwarding to {spans['forward']['endpoint']}: {spans['forward']['sent']} spans sent"
-            )
-    processes = status.get("engine_processes", [])
-    lines.append("")
-    lines.append("engine processes:" if processes else "engine processes: none configured")
-    for p in processes:
-        state = f"up, pid {p['pid']}" if p["up"] else "DOWN"
-        lines.append(
-            f"  {p['name']:<16} {state:<16} restarts {p['restarts']}"
-            f"   {'required' if p['required'] else 'optional'}   ({p['match']})"
-        )
-    lines.append("")
-    lines.append("endpoints: /metrics  /healthz  /readyz  /?format=json")
-    return "\n".join(lines) + "\n"
+            return web.json_response(status.to_json(), dumps=lambda o: json.dumps(o, indent=2))
+        return web.Response(text=status.to_text(), content_type="text/plain")

@@ -7,8 +7,8 @@ import contextlib
 import logging
 import time
 
-from tickscope.agent.selfmetrics import SelfMetrics
 from tickscope.collectors.base import CollectResult, SnapshotCollector, Source
+from tickscope.collectors.metrics import CollectorMetrics
 from tickscope.collectors.worker import DaemonWorker
 from tickscope.core.health import Health
 
@@ -24,7 +24,7 @@ class CollectorRunner:
     def __init__(
         self,
         source: Source,
-        metrics: SelfMetrics,
+        metrics: CollectorMetrics,
         health: Health,
         timeout: float,
     ) -> None:
@@ -42,12 +42,18 @@ class CollectorRunner:
         self._ready_name = f"collector:{source.name}"
         health.require(self._ready_name, "first collection not done yet")
 
-    def start(self) -> None:
+    @property
+    def name(self) -> str:
+        return f"collector:{self.source.name}"
+
+    async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(
             self._run(), name=f"collector-{self.source.name}"
         )
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 0.0) -> None:
+        """Cancel at once (a collection in flight is abandoned: its worker is a
+        daemon thread, and a stuck statvfs must not hold up shutdown)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -68,11 +68,13 @@ class LoopMonitor:
         self._last_lag = 0.0
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
+    name = "loop_monitor"
+
+    async def start(self) -> None:
         self._last_beat = time.monotonic()
         self._task = asyncio.get_running_loop().create_task(self._beat(), name="loop-monitor")
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 0.0) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -57,6 +57,8 @@ def _serialize_metrics(response: ExportMetricsServiceResponse) -> bytes:
 
 
 class OTLPGRPCReceiver:
+    name = f"receiver:{RECEIVER}"
+
     def __init__(
         self,
         config: OTLPGRPCConfig,

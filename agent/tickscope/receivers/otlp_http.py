@@ -150,6 +150,8 @@ def status_body(error: RequestError, content_type: str, retry_after: int | None 
 
 
 class OTLPHTTPReceiver:
+    name = f"receiver:{RECEIVER}"
+
     def __init__(
         self,
         config: OTLPHTTPConfig,
@@ -202,8 +204,9 @@ class OTLPHTTPReceiver:
             extra={"address": self.config.bind, "port": self.port, "endpoints": "/v1/traces"},
         )
 
-    async def stop(self) -> None:
-        """Stop listening; requests in flight get `shutdown_grace` seconds to finish."""
+    async def stop(self, grace: float = 0.0) -> None:
+        """Stop listening; requests in flight get `shutdown_grace` seconds to finish
+        (aiohttp takes that when the runner is made, at start; `grace` is not used)."""
         self._closing = True
         if self._runner is not None:
             await self._runner.cleanup()
