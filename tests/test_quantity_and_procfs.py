@@ -1,12 +1,18 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 from tickscope.collectors.engine.collector import limits_from_env
 from tickscope.collectors.engine.config import EngineProcessConfig
-from tickscope.collectors.engine.procfs import read_max_fds, read_swap_bytes
+from tickscope.collectors.engine.procfs import (
+    parse_max_fds,
+    parse_swap_bytes,
+    read_max_fds,
+    read_swap_bytes,
+)
 from tickscope.collectors.engine.quantity import parse_quantity
 from tickscope.collectors.host.meminfo import parse_meminfo
 
@@ -77,6 +83,49 @@ def test_meminfo_names_follow_node_exporter() -> None:
     }
 
 
+FIXTURE_PROC = str(Path(__file__).parent / "fixtures" / "proc")
+
+
+@pytest.mark.parametrize(
+    ("pid", "swap", "max_fds"),
+    [
+        (4194400, 1536 * 1024.0, 65536.0),  # the fixture engine
+        (4194401, 0.0, float("inf")),  # its worker: "unlimited" open files
+        (4194403, None, 1024.0),  # a kernel thread: no VmSwap line
+    ],
+)
+def test_procfs_reads_of_fixture_processes(pid: int, swap: float | None, max_fds: float) -> None:
+    assert read_swap_bytes(pid, FIXTURE_PROC) == swap
+    assert read_max_fds(pid, FIXTURE_PROC) == max_fds
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("Name:\tx\nVmRSS:\t  100 kB\nVmSwap:\t    12 kB\nThreads:\t1\n", 12 * 1024.0),
+        ("VmSwap:\t       0 kB\n", 0.0),
+        ("Name:\tkthreadd\nThreads:\t1\n", None),
+    ],
+)
+def test_parse_swap_bytes(status: str, expected: float | None) -> None:
+    assert parse_swap_bytes(status) == expected
+
+
+@pytest.mark.parametrize(
+    ("limits", "expected"),
+    [
+        ("Max open files            1024                 4096                 files\n", 1024.0),
+        (
+            "Max open files            unlimited            unlimited            files\n",
+            float("inf"),
+        ),
+        ("Max processes             63421                63421                processes\n", None),
+    ],
+)
+def test_parse_max_fds(limits: str, expected: float | None) -> None:
+    assert parse_max_fds(limits) == expected
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
 def test_procfs_reads_of_this_process() -> None:
     import resource
@@ -84,5 +133,11 @@ def test_procfs_reads_of_this_process() -> None:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     expected = float("inf") if soft == resource.RLIM_INFINITY else float(soft)
     assert read_max_fds(os.getpid()) == expected
-    swap = read_swap_bytes(os.getpid())
-    assert swap is not None and swap >= 0
+    # Lowering the soft limit shows at once in /proc/self/limits.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    try:
+        assert read_max_fds(os.getpid()) == 256.0
+    finally:
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (soft, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+        )

@@ -23,7 +23,7 @@ from prometheus_client.metrics_core import Metric
 from tickscope.collectors.base import CollectResult
 from tickscope.collectors.engine.config import EngineConfig, EngineProcessConfig
 from tickscope.collectors.engine.finder import PidFileError, find_process
-from tickscope.collectors.engine.procfs import read_max_fds, read_swap_bytes
+from tickscope.collectors.engine.procfs import psutil_procfs, read_max_fds, read_swap_bytes
 from tickscope.collectors.engine.quantity import parse_quantity
 
 __all__ = ["ContainerLimits", "EngineProcessCollector", "limits_from_env"]
@@ -81,9 +81,14 @@ class EngineProcessCollector:
     def __init__(self, config: EngineConfig, environ: Mapping[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
         self.interval = config.interval
+        self._procfs = config.procfs
         self._watched = [_Watched(p, limits_from_env(p, env)) for p in config.processes]
 
     def collect(self) -> CollectResult:
+        with psutil_procfs(self._procfs):
+            return self._collect()
+
+    def _collect(self) -> CollectResult:
         f = _Families()
         errors: list[str] = []
         for w in self._watched:
@@ -119,7 +124,7 @@ class EngineProcessCollector:
             except psutil.Error:
                 pass
         was_up = w.proc is not None
-        proc = find_process(w.config)
+        proc = find_process(w.config, self._procfs)
         w.proc = proc
         if proc is None:
             if was_up:
@@ -157,11 +162,15 @@ class EngineProcessCollector:
             threads = proc.num_threads()
             started = proc.create_time()
             fds = self._optional(w, "open_fds", proc.num_fds, errors)
-            io = self._optional(w, "io", proc.io_counters, errors)
+            # psutil defines io_counters only where the kernel keeps per-task I/O
+            # accounting (CONFIG_TASK_IO_ACCOUNTING); without it there is no figure.
+            read_io = getattr(proc, "io_counters", None)
+            io = None if read_io is None else self._optional(w, "io", read_io, errors)
         swap = max_fds = None
         if _LINUX:
-            swap = self._optional(w, "swap", lambda: read_swap_bytes(proc.pid), errors)
-            max_fds = self._optional(w, "max_fds", lambda: read_max_fds(proc.pid), errors)
+            procfs = self._procfs
+            swap = self._optional(w, "swap", lambda: read_swap_bytes(proc.pid, procfs), errors)
+            max_fds = self._optional(w, "max_fds", lambda: read_max_fds(proc.pid, procfs), errors)
         # Only now is everything read: a process that vanished half-way raised
         # NoSuchProcess above and contributes no values at all.
         label = [name]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from tickscope.collectors.engine.quantity import parse_quantity
 from tickscope.core.configtypes import Duration, Regex, StrictModel
@@ -12,6 +13,13 @@ from tickscope.core.configtypes import Duration, Regex, StrictModel
 __all__ = ["EngineConfig", "EngineProcessConfig"]
 
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+def _absolute(path: str) -> str:
+    # A relative root would depend on the directory the sidecar starts in.
+    if not path.startswith("/"):
+        raise ValueError(f"must be an absolute path, got {path!r}")
+    return os.path.normpath(path)
 
 
 class EngineProcessConfig(StrictModel):
@@ -87,6 +95,11 @@ class EngineConfig(StrictModel):
     interval: Duration = Field(
         2.0,
         description="Collection interval; a restarted process is found again within one.",
+    )
+    procfs: Annotated[str, AfterValidator(_absolute)] = Field(
+        "/proc",
+        description="The proc filesystem the processes are found and read in: /proc, or "
+        "another PID namespace's /proc mounted into the container.",
     )
     processes: list[EngineProcessConfig] = Field(
         default_factory=list,

@@ -1,16 +1,16 @@
 """Finding a watched process by name, command line or pid file.
 
 In Kubernetes the pod sets shareProcessNamespace, so the engine container's
-processes are visible to the sidecar; on a host, every process is.
+processes are visible to the sidecar; on a host, every process is. The finder
+runs inside procfs.psutil_procfs(), so psutil lists and reads the configured root.
 """
 
 from __future__ import annotations
 
-import os
-
 import psutil
 
 from tickscope.collectors.engine.config import EngineProcessConfig
+from tickscope.collectors.engine.procfs import own_pid
 
 __all__ = ["PidFileError", "check_pid_file", "find_process"]
 
@@ -61,9 +61,24 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
-def find_process(config: EngineProcessConfig) -> psutil.Process | None:
+def _matches(proc: psutil.Process, config: EngineProcessConfig) -> bool:
+    if config.process_name is not None:
+        return proc.name() == config.process_name
+    assert config.cmdline is not None  # the config allows exactly one matcher
+    cmdline = proc.cmdline()
+    return bool(cmdline) and config.cmdline.search(" ".join(cmdline)) is not None
+
+
+def find_process(config: EngineProcessConfig, procfs: str = "/proc") -> psutil.Process | None:
     """The process `config` describes, or None. With several matches, the oldest
-    (as `pgrep -o`): an engine's worker children match its command line too."""
+    (as `pgrep -o`): an engine's worker children match its command line too.
+
+    Every candidate is a fresh psutil.Process rather than one from
+    psutil.process_iter(), whose cache is process-wide and keeps each Process's
+    root from when it was made: a scan of one root could be answered with
+    another's. A scan runs only while the engine is not found, so the extra read
+    of /proc/PID/stat per process costs little.
+    """
     if config.pid_file is not None:
         pid = _read_pid_file(config.pid_file)
         if pid is None:
@@ -74,21 +89,20 @@ def find_process(config: EngineProcessConfig) -> psutil.Process | None:
             return None
         return proc if _alive(proc) else None
 
-    own = os.getpid()
+    own = own_pid(procfs)
     best: psutil.Process | None = None
     best_created = float("inf")
-    for proc in psutil.process_iter(["name", "cmdline", "create_time", "status"]):
-        info = proc.info
-        if proc.pid == own or info.get("status") == psutil.STATUS_ZOMBIE:
+    for pid in psutil.pids():
+        if pid == own:
             continue
-        if config.process_name is not None:
-            if info.get("name") != config.process_name:
-                continue
-        elif config.cmdline is not None:
-            cmdline = info.get("cmdline")
-            if not cmdline or not config.cmdline.search(" ".join(cmdline)):
-                continue
-        created = info.get("create_time") or 0.0
+        try:
+            proc = psutil.Process(pid)
+            with proc.oneshot():
+                if proc.status() == psutil.STATUS_ZOMBIE or not _matches(proc, config):
+                    continue
+                created = proc.create_time()
+        except psutil.Error:
+            continue  # gone since the listing, or not ours to read
         if created < best_created:
             best, best_created = proc, created
     return best
