@@ -52,8 +52,8 @@ def test_check_config_lists_every_problem_and_exits_2(tmp_path: Path) -> None:
     assert r.stderr.splitlines() == [
         f"tickscope: invalid configuration in {path} (2 problems):",
         "  receiver.http.port: Input should be less than 65536",
-        "  host.intervall: unknown key (expected one of: enabled, interval, filesystem, disk, "
-        "network, hwmon, meminfo_all_fields)",
+        "  host.intervall: unknown key (expected one of: enabled, interval, procfs, sysfs, "
+        "rootfs, filesystem, disk, network, hwmon, meminfo_all_fields)",
     ]
 
 
