@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -168,3 +169,80 @@ def test_export_gate_closes_on_failure_probes_and_reopens() -> None:
     inner.result = SpanExportResult.SUCCESS
     assert exporter.export([]) is SpanExportResult.SUCCESS
     assert gate.open and all(gate.allow() for _ in range(10))
+
+
+def test_a_full_queue_drops_spans_and_counts_every_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The span processor configure() and the configurator build (export.batch_processor),
+    with the exporter held inside an export: exactly what does not fit is dropped,
+    and the SDK counts it (error.type=queue_full) beside what it handed over."""
+    import logging
+    import threading
+
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    from tickscope.shim import export, logfilter
+
+    monkeypatch.setenv("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")
+    entered, release = threading.Event(), threading.Event()
+
+    class Held(SpanExporter):
+        exported = 0
+
+        def export(self, spans: Any) -> SpanExportResult:
+            Held.exported += len(spans)
+            entered.set()
+            release.wait(10)
+            return SpanExportResult.SUCCESS
+
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    processor = export.batch_processor(
+        Held(),
+        export_gate=export.ExportGate(),
+        meter_provider=meter_provider,
+        max_queue_size=8,
+        max_export_batch_size=8,
+        schedule_delay_millis=60_000,  # only a full batch wakes the worker
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("t")
+    warnings: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "Queue full" in record.getMessage():
+                warnings.append(record)
+
+    keep = Keep()
+    logging.getLogger().addHandler(keep)
+    for name in logfilter.OTEL_LOGGERS:  # another test's rate limit must not hide them
+        monkeypatch.setattr(logging.getLogger(name), "filters", [])
+    try:
+        for _ in range(8):
+            tracer.start_span("s").end()
+        assert entered.wait(10)  # the worker took those 8 and is held in export()
+        for _ in range(20):  # 8 fit in the queue, 12 do not
+            tracer.start_span("s").end()
+        release.set()
+        assert processor.force_flush(10_000)
+    finally:
+        release.set()
+        logging.getLogger().removeHandler(keep)
+        provider.shutdown()
+    counts: dict[str | None, int] = {}
+    data = reader.get_metrics_data()
+    for rm in data.resource_metrics if data else []:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                if metric.name == "otel.sdk.processor.span.processed":
+                    for point in metric.data.data_points:
+                        key = point.attributes.get("error.type")
+                        counts[None if key is None else str(key)] = int(point.value)
+    assert counts == {None: 16, "queue_full": 12}
+    assert Held.exported == 16
+    # The SDK warns once per dropped span, on a logger the shim's rate limit covers.
+    assert len(warnings) == 12
+    assert {r.name for r in warnings} <= set(logfilter.OTEL_LOGGERS)

@@ -162,5 +162,6 @@ def mask(text: str) -> str:
     text = _PARAM.sub(rf"\1={MASK}", text)
     text = _QUOTED.sub(_quoted, text)
     text = _QUOTED_BARE.sub(lambda m: f"{m[1]}{m[2]}{m[1]}{m[3]}{MASK}", text)
-    text = _HEADER.sub(rf"\1\2{MASK}", text)
-    return _BEARER.sub(rf"\1 {MASK}", text)
+    # Bearer first: the header rule masks only the first word after "Authorization:".
+    text = _BEARER.sub(rf"\1 {MASK}", text)
+    return _HEADER.sub(rf"\1\2{MASK}", text)
