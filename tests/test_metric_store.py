@@ -2087,35 +2087,6 @@ BUGS = [
         "zero bucket's larger le (0.5): buckets out of order",
     ),
     _bug(
-        NO_BOUNDS_DELTA,
-        "accumulator._histogram: a histogram with no explicit bounds has bounds () equal to a "
-        "new stream's, so the new-histogram branch never runs and the delta merge zips [] with "
-        "[count] (strict=True): ingest raises ValueError",
-    ),
-    _bug(
-        NO_BOUNDS_EXEMPLAR,
-        "accumulator._histogram: with no explicit bounds stream.exemplars stays [] (the "
-        "new-histogram branch never runs), so an exemplar raises IndexError in ingest",
-    ),
-    _bug(
-        NO_BOUNDS_OVERFLOW,
-        "accumulator.fold: `if not overflow.bounds` is true for bounds () on every fold, so "
-        "the overflow histogram's bucket counts are reset each time while count and sum add "
-        "up: +Inf bucket 2, _count 5",
-    ),
-    _bug(
-        OVERFLOW_STALENESS,
-        "store._metric: points folded into the overflow series never update its last_seen, "
-        "so the overflow series expires stale_after after it was created however often it "
-        "is written (and comes back from zero)",
-    ),
-    _bug(
-        OVERFLOW_REJECTED,
-        "store._metric creates the overflow stream before accumulator.fold refuses the point, "
-        "so a rejected exponential histogram or summary point leaves an empty "
-        'otel_metric_overflow="true" series (all zeros) that counts in series_count',
-    ),
-    _bug(
         OPENMETRICS_SUM,
         "render._histogram writes _count and _sum in OpenMetrics for histograms with negative "
         "le buckets and _count for histograms without a sum; OpenMetrics 1.0 forbids both and "
@@ -2126,6 +2097,24 @@ BUGS = [
 
 @pytest.mark.parametrize("case", BUGS)
 def test_metric_store_bugs(case: Case) -> None:
+    run(case)
+
+
+# Found by these tables as xfails and fixed: histograms with no explicit bounds
+# (bounds () were taken for "no histogram yet": a delta merge raised, an exemplar
+# raised, the overflow histogram's buckets reset on every fold), an overflow series
+# going stale while written to, and a refused overflow point leaving an empty series.
+REGRESSIONS = [
+    NO_BOUNDS_DELTA,
+    NO_BOUNDS_EXEMPLAR,
+    NO_BOUNDS_OVERFLOW,
+    OVERFLOW_STALENESS,
+    OVERFLOW_REJECTED,
+]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in REGRESSIONS])
+def test_metric_store_regressions(case: Case) -> None:
     run(case)
 
 

@@ -153,8 +153,10 @@ def _histogram(stream: Histogram, point: Any, delta: bool, restarted: bool) -> N
     counts = [float(c) for c in point.bucket_counts]
     if len(counts) != len(bounds) + 1:
         counts = (counts + [0.0] * (len(bounds) + 1))[: len(bounds) + 1]
-    if bounds != stream.bounds:
-        # New buckets: a new histogram as far as Prometheus is concerned.
+    if bounds != stream.bounds or not stream.counts:
+        # New buckets (or the first point: `counts` is never empty after one, even for
+        # a histogram with no explicit bounds, whose bounds () equal a new stream's):
+        # a new histogram as far as Prometheus is concerned.
         stream.bounds, stream.counts, stream.sum, stream.count = (
             bounds,
             counts,
@@ -226,6 +228,13 @@ class OverflowMemory:
         self._last[key] = value
 
 
+def foldable(data: str) -> bool:
+    """Whether points of this type can fold into an overflow series at all: an
+    exponential histogram's buckets or a summary's quantiles cannot be added up
+    across streams."""
+    return data in ("gauge", "sum", "histogram")
+
+
 def fold(
     kind: str,
     memory: OverflowMemory,
@@ -249,7 +258,9 @@ def fold(
         return True
     if data == "histogram":
         bounds = tuple(point.explicit_bounds)
-        if overflow.bounds and bounds != overflow.bounds:
+        # `counts`, not `bounds`, says whether the overflow histogram has started:
+        # bounds () are a histogram with the +Inf bucket alone.
+        if overflow.counts and bounds != overflow.bounds:
             return False
         counts = [float(c) for c in point.bucket_counts][: len(bounds) + 1]
         counts += [0.0] * (len(bounds) + 1 - len(counts))
@@ -260,7 +271,7 @@ def fold(
             if previous is not None and total >= previous[1]:
                 counts = [a - b for a, b in zip(counts, previous[0], strict=True)]
                 total, summed = total - previous[1], summed - previous[2]
-        if not overflow.bounds:
+        if not overflow.counts:
             overflow.bounds, overflow.counts = bounds, [0.0] * len(counts)
             overflow.exemplars = [None] * len(counts)
         overflow.counts = [a + b for a, b in zip(overflow.counts, counts, strict=True)]

@@ -199,12 +199,7 @@ class MetricStore:
                 result.accepted += 1
                 continue
             if stream is None and len(family.streams) >= limit:
-                overflow = family.streams.get(OVERFLOW_KEY)
-                if overflow is None:
-                    overflow = family.streams[OVERFLOW_KEY] = family.factory(OVERFLOW_LABELS, now)
-                if accumulator.fold(
-                    family.kind, family.overflow_memory, key, overflow, point, delta, data
-                ):
+                if self._fold(family, key, point, delta, data, now):
                     self.overflow.labels(name).inc()
                     result.accepted += 1
                 else:
@@ -218,6 +213,24 @@ class MetricStore:
             stream.last_seen = now
             accumulator.update(stream, point, delta, data)
             result.accepted += 1
+
+    @staticmethod
+    def _fold(
+        family: _Family, key: tuple[Any, ...], point: Any, delta: bool, data: str, now: float
+    ) -> bool:
+        """Fold a point past the cardinality limit into the overflow series (made
+        only for a point that folds: a refused one leaves no empty series behind)."""
+        if not accumulator.foldable(data):
+            return False
+        overflow = family.streams.get(OVERFLOW_KEY)
+        if overflow is None:
+            overflow = family.streams[OVERFLOW_KEY] = family.factory(OVERFLOW_LABELS, now)
+        if not accumulator.fold(
+            family.kind, family.overflow_memory, key, overflow, point, delta, data
+        ):
+            return False
+        overflow.last_seen = now  # written to: not stale, however old the series
+        return True
 
     # -- expiry ----------------------------------------------------------------------
 
