@@ -3,7 +3,7 @@
 client_python tests its process collector by pointing it at a fixture proc
 directory; this does the same through engine.procfs. The collector reads the
 process through psutil, which takes its root from psutil.PROCFS_PATH (set under a
-lock for each collection, see collectors/engine/procfs.py), and reads swap and the
+lock for each collection, see collectors/procfs_root.py), and reads swap and the
 fd limit itself. tests/fixtures/proc holds:
 
   4194400  the engine: python3 -m demo_engine, the oldest live match

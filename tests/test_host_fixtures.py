@@ -4,8 +4,11 @@ As node_exporter tests its collectors (fixtures/proc, fixtures/sys, and an
 end-to-end output compared byte for byte) and client_python its process collector:
 every subsystem is pointed at tests/fixtures/ through host.procfs / host.sysfs /
 host.rootfs, and what it exports is compared with tables written from the fixture
-files by hand. The parsers are tested on their own with the shapes the fixtures do
-not show (older kernels, escapes, bad lines).
+files by hand. stat, netdev and diskstats read through psutil with
+psutil.PROCFS_PATH set to the fixture tree, so these tables check psutil's reading
+as much as ours; the shapes the fixtures do not show (older kernels, escapes, bad
+lines) are written into a temporary tree, or, for the parsers of the subsystems
+that read directly, given to the parser on its own.
 
 Set TICKSCOPE_UPDATE_FIXTURES=1 to rewrite tests/fixtures/host-e2e-output.prom from
 the current output (then read the diff: it is the test).
@@ -14,16 +17,20 @@ the current output (then read the diff: it is the test).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import psutil
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from pydantic import ValidationError
 
+from tickscope.collectors.engine import EngineConfig, EngineProcessCollector
 from tickscope.collectors.host import HostCollector
 from tickscope.collectors.host.config import (
     DiskConfig,
@@ -32,7 +39,7 @@ from tickscope.collectors.host.config import (
     NetworkConfig,
 )
 from tickscope.collectors.host.cpu import CPUCollector, parse_cpu_times
-from tickscope.collectors.host.diskstats import DiskStats, DiskstatsCollector, parse_diskstats
+from tickscope.collectors.host.diskstats import DiskStats, DiskstatsCollector
 from tickscope.collectors.host.filefd import FilefdCollector, parse_file_nr
 from tickscope.collectors.host.filesystem import (
     FilesystemCollector,
@@ -43,8 +50,8 @@ from tickscope.collectors.host.filesystem import (
 from tickscope.collectors.host.hwmon import HwmonCollector
 from tickscope.collectors.host.loadavg import LoadavgCollector, parse_loadavg
 from tickscope.collectors.host.meminfo import DEFAULT_FIELDS, MeminfoCollector, parse_meminfo
-from tickscope.collectors.host.netdev import NetdevCollector, parse_netdev
-from tickscope.collectors.host.stat import KernelStat, StatCollector, parse_stat
+from tickscope.collectors.host.netdev import NetdevCollector
+from tickscope.collectors.host.stat import StatCollector
 from tickscope.collectors.host.wrap import WrapGuard
 
 pytestmark = pytest.mark.skipif(
@@ -145,10 +152,31 @@ def test_stat_counters_and_boot_time() -> None:
     }
 
 
-def test_stat_without_btime_is_an_error() -> None:
-    with pytest.raises(ValueError, match=r"^no btime line in /proc/stat$"):
-        parse_stat("cpu  1 2 3 4\nintr 7 0 0\nctxt 9\n")
-    assert parse_stat("intr 7 0 0\nctxt 9\nbtime 5\n") == KernelStat(5.0, 9.0, 7.0)
+def write_proc(tmp_path: Path, name: str, text: str) -> str:
+    """A /proc of one file, for the shapes the fixture tree does not show."""
+    path = tmp_path / "proc" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return str(tmp_path / "proc")
+
+
+def test_stat_reads_only_the_lines_it_needs(tmp_path: Path) -> None:
+    proc = write_proc(tmp_path, "stat", "intr 7 0 0\nctxt 9\nbtime 5\n")
+    assert table(StatCollector(proc).collect()) == {
+        "node_boot_time_seconds": {(): 5.0},
+        "node_context_switches_total": {(): 9.0},
+        "node_intr_total": {(): 7.0},
+    }
+
+
+def test_stat_without_btime_or_ctxt_is_an_error(tmp_path: Path) -> None:
+    proc = write_proc(tmp_path, "stat", "cpu  1 2 3 4\nintr 7 0 0\nctxt 9\n")
+    with pytest.raises(RuntimeError, match=f"^line 'btime' not found in {re.escape(proc)}/stat$"):
+        StatCollector(proc).collect()
+    proc = write_proc(tmp_path, "stat", "cpu  1 2 3 4\nbtime 5\n")
+    with pytest.raises(ValueError, match=f"^no ctxt, intr line in {re.escape(proc)}/stat$"):
+        StatCollector(proc).collect()
+    assert psutil.PROCFS_PATH == "/proc"
 
 
 def test_load_averages() -> None:
@@ -307,18 +335,44 @@ def test_diskstats_device_include() -> None:
             " 259       0 nvme0n1 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17",
             DiskStats(1, 5, 3 * 512, 7 * 512, 4, 8, 10),
         ),
-        # Linux 2.6's short partition lines: counts and sectors only.
+        # Linux 2.6's short partition lines: counts and sectors only, no times.
         ("   3       1 hda1 11 22 33 44", DiskStats(11, 33, 22 * 512, 44 * 512, 0, 0, 0)),
     ],
 )
-def test_parse_diskstats_line_shapes(line: str, expected: DiskStats) -> None:
+def test_diskstats_line_shapes(tmp_path: Path, line: str, expected: DiskStats) -> None:
+    proc = write_proc(tmp_path, "diskstats", line + "\n")
     name = line.split()[2]
-    assert parse_diskstats(line + "\n") == {name: expected}
+    assert DiskstatsCollector(DiskConfig(), proc).read() == {name: expected}
 
 
-def test_parse_diskstats_refuses_a_line_it_cannot_read() -> None:
-    with pytest.raises(ValueError, match=r"unexpected /proc/diskstats line: '8 0 sda 1 2'"):
-        parse_diskstats("8 0 sda 1 2\n")
+def test_diskstats_refuses_a_line_it_cannot_read(tmp_path: Path) -> None:
+    proc = write_proc(tmp_path, "diskstats", "8 0 sda 1 2\n")
+    with pytest.raises(ValueError, match=r"not sure how to interpret line '8 0 sda 1 2\\n'"):
+        DiskstatsCollector(DiskConfig(), proc).read()
+
+
+def test_a_missing_diskstats_is_an_error_not_the_real_sys_block(tmp_path: Path) -> None:
+    # psutil would read this machine's own /sys/block instead, which it has.
+    assert os.path.isdir("/sys/block")
+    (tmp_path / "proc").mkdir()
+    path = re.escape(str(tmp_path / "proc" / "diskstats"))
+    with pytest.raises(
+        FileNotFoundError, match=f"^\\[Errno 2\\] No such file or directory: '{path}'$"
+    ):
+        DiskstatsCollector(DiskConfig(), str(tmp_path / "proc")).read()
+
+
+def test_a_wrapped_disk_counter_stays_monotonic(tmp_path: Path) -> None:
+    proc = copy_proc(tmp_path)
+    collector = DiskstatsCollector(DiskConfig(), str(proc))
+    first = table(collector.collect(), "device")
+    # sda's sectors-written counter wrapped: it reads 1000 now.
+    stats = proc / "diskstats"
+    stats.write_text(stats.read_text().replace(" 45678912 ", " 1000 "))
+    second = table(collector.collect(), "device")
+    assert second["node_disk_written_bytes_total"][("sda",)] == (45678912 + 1000) * 512
+    second["node_disk_written_bytes_total"][("sda",)] = 45678912 * 512
+    assert second == first
 
 
 # --- netdev -------------------------------------------------------------------------
@@ -381,6 +435,20 @@ def test_a_wrapped_counter_stays_monotonic(tmp_path: Path) -> None:
     assert second == first
 
 
+def test_collectors_of_two_roots_keep_their_own_wrap_state(tmp_path: Path) -> None:
+    # psutil's own nowrap state is one per process: the second root's lower
+    # counters would be taken as wraps of the first's and get its values added.
+    proc = copy_proc(tmp_path)
+    dev = proc / "net" / "dev"
+    dev.write_text(dev.read_text().replace("eth0: 9876543210", "eth0:       1000"))
+    fixture = NetdevCollector(NetworkConfig(), PROC)
+    lower = NetdevCollector(NetworkConfig(), str(proc))
+    for _ in range(2):
+        assert table(fixture.collect(), "device") == expected_nics(NICS)
+        got = table(lower.collect(), "device")
+        assert got["node_network_receive_bytes_total"][("eth0",)] == 1000
+
+
 @pytest.mark.parametrize(
     ("line", "name", "receive_bytes", "transmit_packets"),
     [
@@ -389,18 +457,20 @@ def test_a_wrapped_counter_stays_monotonic(tmp_path: Path) -> None:
         ("  eth1:4294967295 5 0 0 0 0 0 0 1 2 0 0 0 0 0 0", "eth1", 4294967295, 2),
     ],
 )
-def test_parse_netdev_line_shapes(
-    line: str, name: str, receive_bytes: int, transmit_packets: int
+def test_netdev_line_shapes(
+    tmp_path: Path, line: str, name: str, receive_bytes: int, transmit_packets: int
 ) -> None:
     header = "Inter-|   Receive |  Transmit\n face |bytes packets|bytes packets\n"
-    (got,) = parse_netdev(header + line + "\n").items()
-    assert got[0] == name
-    assert got[1][0] == receive_bytes and got[1][3] == transmit_packets
+    proc = write_proc(tmp_path, "net/dev", header + line + "\n")
+    got = table(NetdevCollector(NetworkConfig(), proc).collect(), "device")
+    assert got["node_network_receive_bytes_total"] == {(name,): receive_bytes}
+    assert got["node_network_transmit_packets_total"] == {(name,): transmit_packets}
 
 
-def test_parse_netdev_refuses_a_short_line() -> None:
-    with pytest.raises(ValueError, match="unexpected /proc/net/dev line: 'eth0: 1 2 3'"):
-        parse_netdev("h1\nh2\neth0: 1 2 3\n")
+def test_netdev_refuses_a_short_line(tmp_path: Path) -> None:
+    proc = write_proc(tmp_path, "net/dev", "h1\nh2\neth0: 1 2 3\n")
+    with pytest.raises(ValueError, match=r"not enough values to unpack \(expected 16, got 3\)"):
+        NetdevCollector(NetworkConfig(), proc).collect()
 
 
 @pytest.mark.parametrize(
@@ -701,3 +771,59 @@ def test_a_missing_file_fails_its_subsystems_only(
     whole = E2E_OUTPUT.read_text().split("# HELP ")
     kept = "# HELP ".join(part for part in whole if not part.startswith(prefixes))
     assert exposition(result.families) == kept
+
+
+def test_host_and_engine_collectors_of_different_roots_run_side_by_side() -> None:
+    # One lock for every psutil root in the process: the host collector on the
+    # fixture tree, another on the real /proc and the engine collector on the
+    # fixture tree, each in its own thread as the sidecar runs them, never read
+    # each other's root.
+    real_boot_time = psutil.boot_time()
+    fixture_host = HostCollector(fixture_config())
+    real_host = HostCollector(HostConfig.model_validate({"filesystem": {"enabled": False}}))
+    engine = EngineProcessCollector(
+        EngineConfig.model_validate(
+            {"procfs": PROC, "processes": [{"name": "engine", "cmdline": "demo_engine"}]}
+        ),
+        {},
+    )
+    expected = E2E_OUTPUT.read_text()
+    failures: list[str] = []
+
+    def check_fixture_host() -> None:
+        result = fixture_host.collect()
+        assert result.errors == [] and exposition(result.families) == expected
+
+    def check_real_host() -> None:
+        result = real_host.collect()
+        got = table(result.families)
+        assert result.errors == [], result.errors
+        assert got["node_boot_time_seconds"] == {(): real_boot_time}, got
+
+    def check_engine() -> None:
+        result = engine.collect()
+        starts = table(result.families)["engine_process_start_time_seconds"]
+        assert starts == {(): 1700000000.0 + 987654 / 100}, starts
+
+    def run(check: Callable[[], None]) -> None:
+        for _ in range(150):
+            try:
+                check()
+            except AssertionError as exc:  # pragma: no cover - reported below
+                failures.append(str(exc))
+                return
+
+    workers = [
+        threading.Thread(target=run, args=(check,))
+        for check in (check_fixture_host, check_real_host, check_engine)
+    ]
+    try:
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(60)
+    finally:
+        fixture_host.close()
+        real_host.close()
+    assert failures == []
+    assert psutil.PROCFS_PATH == "/proc"

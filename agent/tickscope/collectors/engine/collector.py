@@ -23,8 +23,9 @@ from prometheus_client.metrics_core import Metric
 from tickscope.collectors.base import CollectResult
 from tickscope.collectors.engine.config import EngineConfig, EngineProcessConfig
 from tickscope.collectors.engine.finder import PidFileError, find_process
-from tickscope.collectors.engine.procfs import psutil_procfs, read_max_fds, read_swap_bytes
+from tickscope.collectors.engine.procfs import read_max_fds, read_swap_bytes
 from tickscope.collectors.engine.quantity import parse_quantity
+from tickscope.collectors.procfs_root import psutil_procfs
 
 __all__ = ["ContainerLimits", "EngineProcessCollector", "limits_from_env"]
 
@@ -85,6 +86,8 @@ class EngineProcessCollector:
         self._watched = [_Watched(p, limits_from_env(p, env)) for p in config.processes]
 
     def collect(self) -> CollectResult:
+        # The whole collection, not each call: the Processes the finder makes keep
+        # the root they were made under, and create_time() reads boot_time() then.
         with psutil_procfs(self._procfs):
             return self._collect()
 

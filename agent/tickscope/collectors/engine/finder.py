@@ -2,7 +2,7 @@
 
 In Kubernetes the pod sets shareProcessNamespace, so the engine container's
 processes are visible to the sidecar; on a host, every process is. The finder
-runs inside procfs.psutil_procfs(), so psutil lists and reads the configured root.
+runs inside procfs_root.psutil_procfs(), so psutil lists and reads the configured root.
 """
 
 from __future__ import annotations

@@ -1,15 +1,11 @@
-"""Reading a process under a configured /proc: psutil's root, and two direct reads.
+"""Reading a process under a configured /proc: two figures read directly.
 
-psutil takes the root of every Linux read from one module global,
-`psutil.PROCFS_PATH`: psutil.pids() lists it, a psutil.Process keeps the value it
-had when the Process was made, and Process.create_time() adds psutil.boot_time(),
-which reads {PROCFS_PATH}/stat when called. So the global must hold the engine's
-root while processes are found, made and first read. `psutil_procfs` sets it for
-one collection, under a lock, and puts it back after. That is safe because the
-engine-process collector is the only code in the sidecar that uses psutil on Linux
-(the host collector reads its files itself, by explicit paths) and it holds the
-lock for the whole collection, so two collectors with different roots (tests) take
-turns.
+psutil reads everything else, with its root, psutil.PROCFS_PATH, set to
+engine.procfs for the whole collection by collectors/procfs_root.py: psutil.pids()
+lists it, a psutil.Process keeps the value it had when the Process was made, and
+Process.create_time() adds psutil.boot_time(), which reads {PROCFS_PATH}/stat
+when called. So the global must hold the engine's root while processes are
+found, made and first read.
 
 Swap and the fd limit are read here directly. psutil's memory_full_info() walks
 /proc/PID/smaps for swap (~0.3 ms on a small process, far more on a large one) and
@@ -21,34 +17,14 @@ see the PID.
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-import psutil
 
 __all__ = [
     "own_pid",
     "parse_max_fds",
     "parse_swap_bytes",
-    "psutil_procfs",
     "read_max_fds",
     "read_swap_bytes",
 ]
-
-_PSUTIL_ROOT = threading.Lock()
-
-
-@contextmanager
-def psutil_procfs(procfs: str) -> Iterator[None]:
-    """Point psutil at `procfs` for the duration of the block (see the module's doc)."""
-    with _PSUTIL_ROOT:
-        saved = psutil.PROCFS_PATH
-        psutil.PROCFS_PATH = procfs
-        try:
-            yield
-        finally:
-            psutil.PROCFS_PATH = saved
 
 
 def own_pid(procfs: str) -> int | None:

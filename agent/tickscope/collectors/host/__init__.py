@@ -33,8 +33,11 @@ class HostCollector:
     """Runs every enabled subsystem in turn; one that fails is left out of the
     snapshot and reported, the others still count (node_exporter's behaviour).
 
-    Each subsystem reads its files under host.procfs, host.sysfs and host.rootfs,
-    by explicit paths: nothing process-wide is changed to point it elsewhere.
+    Each subsystem reads under host.procfs, host.sysfs and host.rootfs: stat,
+    netdev and diskstats through psutil, pointed at host.procfs only around their
+    psutil calls (collectors/procfs_root.py), so the engine collector waits at
+    most for one of those and never for a slow statvfs; the others by explicit
+    paths.
     """
 
     name = "host"

@@ -1,4 +1,20 @@
-"""node_cpu_seconds_total, as node_exporter's cpu collector writes it, from /proc/stat."""
+"""node_cpu_seconds_total, as node_exporter's cpu collector writes it, from /proc/stat.
+
+On Linux the file is read here, not through psutil.cpu_times(percpu=True), whose
+semantics differ from the contract's in two ways (psutil 7.2, _pslinux.py):
+
+- per_cpu_times() returns a list, one entry per "cpuN" line in file order, and
+  drops the N: a CPU's number is its position. The kernel prints online CPUs
+  only, so with cpu2 offline psutil's third entry is cpu3, and every CPU after
+  the gap would be exported under another CPU's label. node_exporter labels
+  each by the N of its line, and so does parse_cpu_times().
+- psutil sizes its scputimes tuple once, at import, from the first line of the
+  real /proc/stat, and cuts every later reading to that many columns: a
+  host.procfs whose kernel prints fewer columns (no steal before 2.6.11) fails
+  in the namedtuple instead of leaving the mode out.
+
+Elsewhere (no /proc) psutil's readings are all there is, numbered by position.
+"""
 
 from __future__ import annotations
 

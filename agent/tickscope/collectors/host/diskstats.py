@@ -1,7 +1,25 @@
-"""node_disk_* from /proc/diskstats, for whole disks only."""
+"""node_disk_* for whole disks, from psutil.disk_io_counters(perdisk=True), which
+reads {PROCFS_PATH}/diskstats.
+
+psutil takes the fields node_exporter's diskstats collector takes, with the same
+units: reads and writes completed, sectors read and written times 512 (the block
+layer's sector, whatever the device's), milliseconds reading and writing, and
+busy_time, the milliseconds spent doing I/O (node_disk_io_time_seconds_total). It
+reads the line shapes of every kernel in use (14 fields on 2.6+, 18 on 4.18+, 20
+on 5.5+, and 2.6's 7-field partition lines, which carry no times) and, with
+perdisk=True, returns every device, partitions too: the filter here decides what
+is exported.
+
+Where {PROCFS_PATH}/diskstats is missing, psutil falls back to /sys/block, the
+real one whatever the configured roots: then it would report the sidecar's own
+machine for a node it does not describe. The file is checked first, and a
+missing one is this subsystem's error, as node_exporter's would be.
+"""
 
 from __future__ import annotations
 
+import errno
+import os
 from typing import NamedTuple
 
 import psutil
@@ -9,18 +27,15 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from tickscope.collectors.host.config import DiskConfig
-from tickscope.collectors.host.procfile import LINUX, read_text, under
+from tickscope.collectors.host.procfile import LINUX, under
 from tickscope.collectors.host.wrap import WrapGuard
+from tickscope.collectors.procfs_root import psutil_procfs
 
-__all__ = ["DiskStats", "DiskstatsCollector", "parse_diskstats"]
-
-# /proc/diskstats counts sectors of 512 bytes whatever the device's sector size
-# (the block layer's unit); node_exporter and psutil multiply by the same.
-SECTOR_BYTES = 512
+__all__ = ["DiskStats", "DiskstatsCollector"]
 
 
 class DiskStats(NamedTuple):
-    """One device's counters as the kernel keeps them: bytes, and milliseconds."""
+    """One device's counters as psutil gives them: bytes, and milliseconds."""
 
     reads: int
     writes: int
@@ -28,61 +43,17 @@ class DiskStats(NamedTuple):
     written_bytes: int
     read_ms: int
     write_ms: int
-    io_ms: int | None  # None where the platform does not count busy time
+    io_ms: int | None  # None where psutil has no busy_time (only Linux and FreeBSD do)
 
 
-def parse_diskstats(text: str) -> dict[str, DiskStats]:
-    """Device name -> counters, for every line of /proc/diskstats (partitions too).
-
-    Linux 2.6+ prints 14 fields per line, 4.18+ 18 and 5.5+ 20; the first 14 mean
-    the same in all. Linux 2.6's short 7-field partition lines carry only counts
-    and sectors.
-    """
-    devices: dict[str, DiskStats] = {}
-    for line in text.splitlines():
-        fields = line.split()
-        if not fields:
-            continue
-        name = fields[2] if len(fields) > 2 else ""
-        if len(fields) == 14 or len(fields) >= 18:
-            reads, _, read_sectors, read_ms, writes, _, write_sectors, write_ms, _, io_ms = map(
-                int, fields[3:13]
-            )
-        elif len(fields) == 7:
-            reads, read_sectors, writes, write_sectors = map(int, fields[3:7])
-            read_ms = write_ms = io_ms = 0
-        else:
-            raise ValueError(f"unexpected /proc/diskstats line: {line.strip()!r}")
-        devices[name] = DiskStats(
-            reads,
-            writes,
-            read_sectors * SECTOR_BYTES,
-            write_sectors * SECTOR_BYTES,
-            read_ms,
-            write_ms,
-            io_ms,
-        )
-    return devices
+def _counters(c: object) -> tuple[int, ...]:
+    fields = ("read_count", "write_count", "read_bytes", "write_bytes", "read_time", "write_time")
+    busy = getattr(c, "busy_time", None)
+    return tuple(getattr(c, f) for f in fields) + (() if busy is None else (busy,))
 
 
-def _ints(stats: DiskStats) -> tuple[int, ...]:
-    return tuple(0 if value is None else value for value in stats)
-
-
-def _from_psutil() -> dict[str, DiskStats]:
-    # nowrap: psutil adds back what a 32-bit counter lost on wrap-around itself.
-    return {
-        device: DiskStats(
-            c.read_count,
-            c.write_count,
-            c.read_bytes,
-            c.write_bytes,
-            c.read_time,
-            c.write_time,
-            getattr(c, "busy_time", None),  # Linux and FreeBSD only
-        )
-        for device, c in (psutil.disk_io_counters(perdisk=True, nowrap=True) or {}).items()
-    }
+def _disk_stats(v: tuple[int, ...]) -> DiskStats:
+    return DiskStats(v[0], v[1], v[2], v[3], v[4], v[5], v[6] if len(v) > 6 else None)
 
 
 class DiskstatsCollector:
@@ -90,18 +61,26 @@ class DiskstatsCollector:
 
     def __init__(self, config: DiskConfig, procfs: str = "/proc") -> None:
         self._devices = config.devices
+        self._procfs = procfs
         self._path = under(procfs, "diskstats")
         self._wraps = WrapGuard()
 
     def read(self) -> dict[str, DiskStats]:
         """Every device's counters, kept monotonic across 32-bit wrap-arounds."""
-        if not LINUX:
-            return _from_psutil()
-        raw = parse_diskstats(read_text(self._path))
-        # The guard sees every device, filtered or not, as psutil's did: the
-        # filter only decides what is exported.
-        adjusted = self._wraps.adjust({device: _ints(stats) for device, stats in raw.items()})
-        return {device: DiskStats(*values) for device, values in adjusted.items()}
+        # Not quite atomic with psutil's own check, but a /proc does not lose its
+        # diskstats between two calls: this rules out the /sys/block fallback.
+        if LINUX and not os.path.exists(self._path):
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), self._path)
+        # nowrap=False, and the wraps added back by this collector's own guard:
+        # psutil's nowrap state is one per process, keyed by function name only,
+        # so two collectors reading different roots (a test's fixture tree beside
+        # the real /proc) would each see the other's values as wraps.
+        with psutil_procfs(self._procfs):
+            per_disk = psutil.disk_io_counters(perdisk=True, nowrap=False)
+        # The guard sees every device, filtered or not: the filter only decides
+        # what is exported.
+        adjusted = self._wraps.adjust({dev: _counters(c) for dev, c in per_disk.items()})
+        return {dev: _disk_stats(values) for dev, values in adjusted.items()}
 
     def collect(self) -> list[Metric]:
         def counter(name: str, doc: str) -> CounterMetricFamily:

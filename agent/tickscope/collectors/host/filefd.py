@@ -1,4 +1,7 @@
-"""node_filefd_allocated and node_filefd_maximum from /proc/sys/fs/file-nr."""
+"""node_filefd_allocated and node_filefd_maximum from /proc/sys/fs/file-nr.
+
+Read directly: psutil has no figure from this file.
+"""
 
 from __future__ import annotations
 

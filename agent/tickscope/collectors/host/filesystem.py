@@ -11,6 +11,13 @@ The mounts are those of the sidecar's own mount table, {procfs}/self/mounts (wha
 container, only the mounts at or under it are reported, with mount points as the
 node sees them, and statvfs runs at rootfs + mount point: node_exporter's
 --path.rootfs.
+
+Both are read directly rather than through psutil, whose semantics differ
+(psutil 7.2): disk_usage() multiplies block counts by f_frsize where
+node_exporter uses f_bsize, and has no inode counts;
+disk_partitions() reads /etc/mtab whenever PROCFS_PATH is /proc, reports the
+device "none" as "" and replaces "/dev/root" with the disk it finds behind it,
+where node_exporter reports what the kernel's table says.
 """
 
 from __future__ import annotations

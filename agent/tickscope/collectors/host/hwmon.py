@@ -5,12 +5,17 @@ node_exporter puts in node_hwmon_chip_names' chip_name), `sensor` the sensor's
 label (tempN_label) or else its file stem, tempN (node_exporter's `sensor`).
 Containers and most VMs have no sensors: then this collector exports nothing.
 
-The sensors are found the way psutil.sensors_temperatures(), which this
-collector used before, finds them, but under host.sysfs (psutil's paths are
-fixed): class/hwmon/hwmon*/temp* and hwmon*/device/temp*, and, on a machine with
-no hwmon sensor at all, the thermal zones. (psutil also globs coretemp's
-platform devices, but builds paths from them that never open; they are linked
-from class/hwmon anyway.)
+The files are read directly, not through psutil.sensors_temperatures(), whose
+semantics differ (psutil 7.2): it globs the hard-coded /sys/class/hwmon and
+/sys/class/thermal, whatever host.sysfs says (psutil has no sysfs root), and it
+copies max into crit and crit into max where a chip has only one, so it would
+export limits the chip does not have.
+
+The sensors are found the way psutil finds them, but under host.sysfs:
+class/hwmon/hwmon*/temp* and hwmon*/device/temp*, and, on a machine with no
+hwmon sensor at all, the thermal zones. (psutil also globs coretemp's platform
+devices, but builds paths from them that never open; they are linked from
+class/hwmon anyway.)
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""node_load1, node_load5, node_load15, from /proc/loadavg."""
+"""node_load1, node_load5, node_load15, from /proc/loadavg.
+
+Read directly on Linux: psutil.getloadavg() is os.getloadavg(), glibc's
+getloadavg(3), which opens /proc/loadavg itself and so ignores host.procfs (and
+psutil.PROCFS_PATH).
+"""
 
 from __future__ import annotations
 
@@ -27,7 +32,6 @@ class LoadavgCollector:
         self._path = under(procfs, "loadavg")
 
     def collect(self) -> list[Metric]:
-        # os.getloadavg() reads /proc/loadavg too (glibc), but only the real one.
         one, five, fifteen = parse_loadavg(read_text(self._path)) if LINUX else os.getloadavg()
         return [
             GaugeMetricFamily("node_load1", "1m load average.", value=one),

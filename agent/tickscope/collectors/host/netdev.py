@@ -1,4 +1,7 @@
-"""node_network_* from /proc/net/dev, per interface."""
+"""node_network_* per interface, from psutil.net_io_counters(pernic=True), which
+reads {PROCFS_PATH}/net/dev: the same columns node_exporter's netdev collector
+takes for these eight counters (bytes, packets, errs, drop, each way).
+"""
 
 from __future__ import annotations
 
@@ -7,60 +10,23 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from tickscope.collectors.host.config import NetworkConfig
-from tickscope.collectors.host.procfile import LINUX, read_text, under
 from tickscope.collectors.host.wrap import WrapGuard
+from tickscope.collectors.procfs_root import psutil_procfs
 
-__all__ = ["STEMS", "NetdevCollector", "parse_netdev"]
+__all__ = ["STEMS", "NetdevCollector"]
 
-# node_exporter's name stems, and the /proc/net/dev column each comes from: eight
-# receive columns, then eight transmit columns.
-_COLUMNS = {
-    "receive_bytes": 0,
-    "transmit_bytes": 8,
-    "receive_packets": 1,
-    "transmit_packets": 9,
-    "receive_errs": 2,
-    "transmit_errs": 10,
-    "receive_drop": 3,
-    "transmit_drop": 11,
+# node_exporter's name stems, and the psutil field each comes from.
+_FIELDS = {
+    "receive_bytes": "bytes_recv",
+    "transmit_bytes": "bytes_sent",
+    "receive_packets": "packets_recv",
+    "transmit_packets": "packets_sent",
+    "receive_errs": "errin",
+    "transmit_errs": "errout",
+    "receive_drop": "dropin",
+    "transmit_drop": "dropout",
 }
-STEMS = tuple(_COLUMNS)
-
-# psutil's field for each stem, where psutil reads the counters (not Linux).
-_PSUTIL_FIELDS = (
-    "bytes_recv",
-    "bytes_sent",
-    "packets_recv",
-    "packets_sent",
-    "errin",
-    "errout",
-    "dropin",
-    "dropout",
-)
-
-
-def parse_netdev(text: str) -> dict[str, tuple[int, ...]]:
-    """Interface -> its counters in STEMS order, from /proc/net/dev.
-
-    The two header lines are skipped. The name ends at the last colon: old kernels
-    print "eth0:123" with no space once the byte count grows wide.
-    """
-    devices: dict[str, tuple[int, ...]] = {}
-    for line in text.splitlines()[2:]:
-        name, colon, rest = line.rpartition(":")
-        if not colon:
-            continue
-        fields = rest.split()
-        if len(fields) < 16:
-            raise ValueError(f"unexpected /proc/net/dev line: {line.strip()!r}")
-        devices[name.strip()] = tuple(int(fields[column]) for column in _COLUMNS.values())
-    return devices
-
-
-def _from_psutil() -> dict[str, tuple[int, ...]]:
-    # nowrap: psutil adds back what a 32-bit counter lost on wrap-around itself.
-    per_nic = psutil.net_io_counters(pernic=True, nowrap=True)
-    return {nic: tuple(getattr(c, field) for field in _PSUTIL_FIELDS) for nic, c in per_nic.items()}
+STEMS = tuple(_FIELDS)
 
 
 class NetdevCollector:
@@ -68,15 +34,24 @@ class NetdevCollector:
 
     def __init__(self, config: NetworkConfig, procfs: str = "/proc") -> None:
         self._devices = config.devices
-        self._path = under(procfs, "net/dev")
+        self._procfs = procfs
         self._wraps = WrapGuard()
 
     def read(self) -> dict[str, tuple[int, ...]]:
         """Every interface's counters in STEMS order, kept monotonic across wrap-arounds."""
-        if not LINUX:
-            return _from_psutil()
-        # Every interface goes through the guard, filtered or not, as with psutil.
-        return self._wraps.adjust(parse_netdev(read_text(self._path)))
+        # nowrap=False, and the wraps added back by this collector's own guard:
+        # psutil's nowrap state is one per process, keyed by function name only,
+        # so two collectors reading different roots (a test's fixture tree beside
+        # the real /proc) would each see the other's values as wraps.
+        with psutil_procfs(self._procfs):
+            per_nic = psutil.net_io_counters(pernic=True, nowrap=False)
+        raw = {
+            nic: tuple(getattr(c, field) for field in _FIELDS.values())
+            for nic, c in per_nic.items()
+        }
+        # Every interface goes through the guard, filtered or not: the filter only
+        # decides what is exported.
+        return self._wraps.adjust(raw)
 
     def collect(self) -> list[Metric]:
         families = [

@@ -1,10 +1,11 @@
-"""Reading the files under a configured /proc or /sys root.
+"""Reading the files under a configured /proc or /sys root directly.
 
-Each subsystem reads its files itself, by an explicit path under host.procfs or
-host.sysfs, and hands the text to a pure parser (text in, values out), as
-node_exporter does. psutil is not used for these on Linux: it takes its /proc root
-from a process-wide global and reads /sys from hard-coded paths, so it could not
-be pointed at another root safely (docs/architecture.md).
+Where psutil provides a figure with node_exporter's semantics (stat, netdev,
+diskstats) the subsystem reads it through psutil, pointed at host.procfs by
+collectors/procfs_root.py. The others read their files here, by an explicit path
+under host.procfs or host.sysfs, and hand the text to a pure parser, each module
+saying why psutil does not fit (docs/architecture.md, "Why some figures bypass
+psutil").
 """
 
 from __future__ import annotations

@@ -3,10 +3,11 @@
 Some /proc counters are 32 bits wide on some kernels and drivers and wrap to 0.
 A value lower than the previous reading is taken as a wrap: the previous reading
 is added to this and every later value of that field, so the series keeps rising
-and rate() sees no reset. This is psutil's `nowrap=True` rule, kept from when the
-subsystems read through psutil; unlike psutil's, the state here belongs to one
-collector instead of the whole process, so readings of another root (tests) do not
-mix into it.
+and rate() sees no reset. This is psutil's `nowrap=True` rule, applied to the raw
+readings netdev and diskstats get from psutil with nowrap=False: psutil keeps its
+nowrap state once per process, keyed by function name, so readings of two roots
+(the real /proc and a fixture tree, or two collectors) would mix into one history.
+Here the state belongs to one collector.
 """
 
 from __future__ import annotations
