@@ -54,8 +54,11 @@ class DaemonWorker:
             try:
                 result = fn()
             except BaseException as exc:
+                # Not busy before the future resolves: whoever awaits it may submit the
+                # next call at once, and must not find the worker "still running" the
+                # one that just finished (a race the collectors' tests hit 1 run in 4).
+                self._busy = False
                 future.set_exception(exc)
             else:
-                future.set_result(result)
-            finally:
                 self._busy = False
+                future.set_result(result)
