@@ -234,25 +234,85 @@ async def test_batching_by_bytes() -> None:
         await setup.close()
 
 
+async def _in_flight(setup: Setup, spans: int, then_buffered: int) -> None:
+    """Start the forwarder, put a batch of `spans` on the wire (the sink has it), and
+    `then_buffered` spans behind it."""
+    await setup.forwarder.start()
+    setup.forwarder.offer(payload(spans), spans)
+    for _ in range(500):
+        if setup.sink.received:
+            break
+        await asyncio.sleep(0.01)
+    assert len(setup.sink.received) == 1
+    if then_buffered:
+        setup.forwarder.offer(payload(then_buffered), then_buffered)
+
+
+def _accounted(setup: Setup) -> dict[str, float | None]:
+    return {
+        "sent": setup.value("tickscope_forward_sent_spans_total"),
+        "failed": setup.value("tickscope_forward_failed_spans_total"),
+        "shutdown": setup.value("tickscope_forward_dropped_spans_total", reason="shutdown"),
+        "unacknowledged": setup.value(
+            "tickscope_forward_dropped_spans_total", reason="unacknowledged"
+        ),
+    }
+
+
 @in_loop
-async def test_shutdown_counts_what_was_not_sent() -> None:
-    # A hung upstream: the batch in flight and the one behind it are dropped at
-    # shutdown, counted once each, never also as sent or failed.
+async def test_shutdown_a_hung_upstream_unacknowledged_and_never_sent() -> None:
+    # The batch on the wire gets no answer: the upstream may have it (unacknowledged);
+    # the one behind it was never sent (shutdown). Counted once each.
     setup = Setup(answers(Answer(delay=5.0)), max_batch_spans=5)
     try:
-        await setup.forwarder.start()
-        setup.forwarder.offer(payload(5), 5)
-        for _ in range(500):
-            if setup.sink.received:
-                break
-            await asyncio.sleep(0.01)
-        setup.forwarder.offer(payload(3), 3)
+        await _in_flight(setup, 5, 3)
     finally:
-        await setup.forwarder.stop(grace=0.05)
+        await setup.forwarder.stop(grace=0.2)
         setup.sink.stop()
-    assert setup.value("tickscope_forward_dropped_spans_total", reason="shutdown") == 8
-    assert setup.value("tickscope_forward_sent_spans_total") == 0
-    assert setup.value("tickscope_forward_failed_spans_total") == 0
+    assert _accounted(setup) == {"sent": 0, "failed": 0, "shutdown": 3, "unacknowledged": 5}
+
+
+@in_loop
+async def test_shutdown_a_batch_answered_after_the_grace_is_unacknowledged_not_lost() -> None:
+    # Issue 11, defect 18. The upstream answers each request 0.7 s after it arrives;
+    # the grace is 1.2 s (flush time 0.9 s). The first batch is answered at 0.7 s
+    # (sent); the second goes out at 0.7 s, the upstream receives it, and its answer
+    # would come at 1.4 s, after the grace. It was counted dropped "shutdown", as if
+    # never sent; it is counted "unacknowledged": the upstream may have it.
+    setup = Setup(answers(Answer(delay=0.7)), max_batch_spans=5)
+    try:
+        await _in_flight(setup, 5, 4)
+    finally:
+        await setup.forwarder.stop(grace=1.2)
+        setup.sink.stop()
+    assert len(setup.sink.received) == 2
+    assert _accounted(setup) == {"sent": 5, "failed": 0, "shutdown": 0, "unacknowledged": 4}
+
+
+@in_loop
+async def test_shutdown_waits_for_the_answer_to_the_batch_on_the_wire() -> None:
+    # Answered after the flush time (3/4 of 0.8 s) but within the grace: sent.
+    setup = Setup(answers(Answer(delay=0.7)), max_batch_spans=5)
+    try:
+        await _in_flight(setup, 5, 0)
+    finally:
+        await setup.forwarder.stop(grace=0.8)
+        setup.sink.stop()
+    assert _accounted(setup) == {"sent": 5, "failed": 0, "shutdown": 0, "unacknowledged": 0}
+
+
+@in_loop
+async def test_shutdown_does_not_retry() -> None:
+    # A batch the upstream refuses retryably after the flush time (3/4 of 0.6 s) is not
+    # retried: never delivered, counted dropped (shutdown), once.
+    setup = Setup(answers(Answer(status=503, delay=0.5)), max_batch_spans=5)
+    try:
+        await _in_flight(setup, 5, 0)
+    finally:
+        await setup.forwarder.stop(grace=0.6)
+        setup.sink.stop()
+    assert _accounted(setup) == {"sent": 0, "failed": 0, "shutdown": 5, "unacknowledged": 0}
+    assert len(setup.sink.received) == 1
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,8 @@ import asyncio
 import contextlib
 import gzip
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -34,6 +35,13 @@ from tickscope.exporters.forward.sender import OK, Sender
 __all__ = ["Forwarder", "default_sender"]
 
 log = logging.getLogger("tickscope.forward")
+
+
+async def _wait_for(event: Coroutine[Any, Any, None], seconds: float) -> None:
+    """Await `event` for up to `seconds` (none left: not at all)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(max(0.0, seconds)):
+            await event
 
 
 def default_sender(config: ForwardConfig) -> Sender:
@@ -75,6 +83,8 @@ class Forwarder:
         self._clock = clock
         self._retry = retry or RetryPolicy(config.retry)
         self._last_log = float("-inf")
+        self._sending = False  # a request is on the wire, its answer not yet in
+        self._closing = False  # stop()'s flush time is over: no new attempts
         self._in_flight = 0
         self.sent = Counter(
             "tickscope_forward_sent_spans_total",
@@ -88,12 +98,14 @@ class Forwarder:
         )
         self.dropped = Counter(
             "tickscope_forward_dropped_spans_total",
-            "Spans never sent: the forward buffer was full (buffer_full), still held at "
-            "shutdown (shutdown), or held an attribute that does not decode (invalid).",
+            "Spans not delivered: the forward buffer was full (buffer_full), still held or "
+            "waiting for a retry at shutdown (shutdown), sent with no answer before shutdown "
+            "(unacknowledged: the upstream may have them), or held an attribute that does "
+            "not decode (invalid).",
             ["reason"],
             registry=registry,
         )
-        for reason in ("buffer_full", "shutdown", "invalid"):
+        for reason in ("buffer_full", "shutdown", "unacknowledged", "invalid"):
             self.dropped.labels(reason)
         Gauge(
             "tickscope_forward_buffer_spans",
@@ -130,26 +142,49 @@ class Forwarder:
         )
 
     async def stop(self, grace: float) -> None:
-        """Send what is buffered for up to `grace` seconds; count the rest dropped."""
+        """Send what is buffered for up to `grace` seconds, then count the rest.
+
+        Three quarters of the grace go to flushing the buffer. What is still buffered
+        then was never sent: dropped, reason shutdown. A request already on the wire
+        gets the rest of the grace to be answered and is counted as the answer says
+        (sent or failed); one still unanswered is cancelled and counted dropped with
+        reason unacknowledged, because the upstream may well have it (a batch of 8,192
+        spans was once counted dropped though the upstream had received it). A batch
+        waiting to be retried is not retried any more: dropped, reason shutdown.
+        Every span is counted once.
+        """
         self._flush.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         try:
             if (self._buffer or self._in_flight) and self._task is not None:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(grace):
-                        await self._buffer.drained()
+                await _wait_for(self._buffer.drained(), grace * 0.75)
+            if self._task is not None and (self._buffer or self._in_flight):
+                self._closing = True
+                never_sent = self._buffer.clear()
+                if never_sent:
+                    self.dropped.labels("shutdown").inc(never_sent)
+                    log.warning("spans not forwarded at shutdown", extra={"spans": never_sent})
+                if self._sending:
+                    # The task finds the buffer empty once the answer is in: drained.
+                    await _wait_for(self._buffer.drained(), deadline - loop.time())
         finally:
-            # Counted before cancelling: the batch in flight never completes after this.
-            left = self._buffer.units + self._in_flight
             if self._task is not None:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await self._task
                 self._task = None
+            if self._in_flight:
+                reason = "unacknowledged" if self._sending else "shutdown"
+                self.dropped.labels(reason).inc(self._in_flight)
+                log.warning(
+                    "spans not forwarded at shutdown",
+                    extra={"spans": self._in_flight, "reason": reason},
+                )
+                self._in_flight = 0
+            left = self._buffer.clear()
             if left:
                 self.dropped.labels("shutdown").inc(left)
-                log.warning("spans not forwarded at shutdown", extra={"spans": left})
-            self._buffer.clear()
-            self._in_flight = 0
             if self._sender is not None:
                 await self._sender.close()
 
@@ -189,9 +224,10 @@ class Forwarder:
             try:
                 await self._deliver(payload, spans)
             except asyncio.CancelledError:
-                raise  # stop() counts the batch in flight as dropped
+                raise  # stop() counts the batch in flight
             except Exception:
                 # Whatever went wrong, the sender must live on and the spans be counted.
+                self._sending = False
                 self.failed.inc(spans)
                 log.exception("forwarding a batch failed unexpectedly")
             self._in_flight = 0
@@ -206,7 +242,11 @@ class Forwarder:
             # zlib lets go of the GIL: compress on another core.
             body = await asyncio.to_thread(gzip.compress, payload, 1)
         while True:
+            # Left True if the task is cancelled while waiting: stop() reads it to tell
+            # an unanswered request (unacknowledged) from one never sent.
+            self._sending = True
             result = await self._sender.send(body)
+            self._sending = False
             if result is OK or (not result.retryable and not result.message):
                 self.sent.inc(spans)
                 return
@@ -216,6 +256,10 @@ class Forwarder:
                 self.sent.inc(accepted)
                 self.failed.inc(spans - accepted)
                 self._warn(f"upstream refused spans: {result.message}")
+                return
+            if self._closing:
+                # Shutting down: no more retries; the upstream does not have these.
+                self.dropped.labels("shutdown").inc(spans)
                 return
             elapsed = clock.monotonic() - started
             delay = self._retry.delay(attempt, result.delay)
