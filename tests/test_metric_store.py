@@ -6,8 +6,8 @@ the same samples, counters' HELP/TYPE without _total, exemplars where a step
 says so). Every rendering is also parsed with prometheus_client's text and
 OpenMetrics parsers. Expected values are worked out by hand in the comments.
 
-Cases that show a bug in the store are marked xfail(strict=True) with the bug
-in the reason; they state the correct behaviour.
+Cases that showed a bug in the store were strict xfails until it was fixed; they
+are kept as regressions (REGRESSIONS, at the end).
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class Case:
     id: str
     steps: Sequence[Step]
     config: Mapping[str, Any] = field(default_factory=dict)
-    # False only where a sibling xfail case states the OpenMetrics bug.
+    # False only where a sibling case states the OpenMetrics shape.
     check_openmetrics: bool = True
 
 
@@ -765,8 +765,8 @@ EXPONENTIAL_BOUNDS = Case(
     ],
 )
 
-# Text format only: OpenMetrics forbids _sum with negative buckets (see the xfail
-# case "OpenMetrics histogram with negative buckets").
+# Text format only here: OpenMetrics forbids _sum with negative buckets (the
+# OpenMetrics shape is the regression case OPENMETRICS_SUM).
 EXPONENTIAL_NEGATIVE = Case(
     "exponential negative buckets and the zero bucket",
     [
@@ -1023,8 +1023,8 @@ EXPONENTIAL_DOWNSCALE_NEGATIVE = Case(
     check_openmetrics=False,
 )
 
-# Text format only: OpenMetrics has no _count without _sum (the xfail case
-# "OpenMetrics histograms without a sum they may carry").
+# Text format only here: OpenMetrics has no _count without _sum (the OpenMetrics
+# shape is the regression case OPENMETRICS_SUM).
 HISTOGRAM_NO_SUM = Case(
     "explicit histogram without a sum",
     [
@@ -1690,7 +1690,15 @@ def test_metric_store(case: Case) -> None:
     run(case)
 
 
-# -- bugs: the correct behaviour, xfail(strict) until the store does it ------------------
+# -- regressions: found by these tables as strict xfails, now fixed ---------------------
+#
+# Issue 11 defects 1 and 5: le bounds were base**(i+1) with base already rounded (the
+# error compounded: 2.0000000000000004 for 2 at scale 1); float ** raised OverflowError
+# in render for a bucket whose le is past the largest double and when no scale fit
+# max_exponential_buckets (MIN_SCALE's base 2^1024), so one point made every scrape
+# 500; the zero threshold was kept as max(old, new) with no buckets moved, so an le
+# came after the zero bucket's larger one; OpenMetrics got _count/_sum for histograms
+# with negative buckets and _count without _sum, which its parser rejects.
 #
 # 2^(k/2) and 2^(k/8), correctly rounded (from 60-digit decimal expansions):
 # 2^(1/2) = 1.41421356237309504880... -> 1.4142135623730951
@@ -2052,59 +2060,16 @@ ZERO_THRESHOLD = Case(
 )
 
 
-def _bug(case: Case, reason: str) -> Any:
-    return pytest.param(case, id=case.id, marks=pytest.mark.xfail(strict=True, reason=reason))
-
-
-BUGS = [
-    _bug(
-        EXPONENTIAL_POSITIVE_SCALES,
-        "expohisto.le_buckets computes le as base**(i+1) with base = 2**(2**-scale) already "
-        "rounded, so at scales > 0 the error compounds: scale 1 gives le 2.0000000000000004, "
-        "2.8284271247461907, 4.000000000000001 for 2, 2^(3/2), 4 (scale 3 likewise, "
-        "2.0000000000000004 for 2): not the correctly rounded 2^((i+1)/2^scale), and the same "
-        "boundary gets another le at another scale",
-    ),
-    _bug(
-        EXPONENTIAL_TOP_BUCKET,
-        "expohisto.le_buckets: float ** raises OverflowError instead of returning inf, so the "
-        "math.isinf(upper) guard is dead and render() raises for a bucket whose upper bound "
-        "is past the largest double (scale 0 index >= 1023): one such point breaks the scrape; "
-        "and were the guard reached, its `break` drops those buckets' counts, so +Inf would "
-        "not equal _count",
-    ),
-    _bug(
-        EXPONENTIAL_CANNOT_FIT,
-        "expohisto.le_buckets: when no scale fits max_exponential_buckets the loop stops at "
-        "MIN_SCALE -10, where base = 2.0 ** 1024.0 raises OverflowError: render() raises "
-        "(max_exponential_buckets 2 and observations on both sides of 1 is enough)",
-    ),
-    _bug(
-        ZERO_THRESHOLD,
-        "accumulator._exponential keeps zero_threshold = max(old, new) and moves no buckets: "
-        "a cumulative point with a smaller threshold keeps the old one, and a delta merge "
-        "keeps buckets that now lie inside the zero bucket, so an le (0.25) comes after the "
-        "zero bucket's larger le (0.5): buckets out of order",
-    ),
-    _bug(
-        OPENMETRICS_SUM,
-        "render._histogram writes _count and _sum in OpenMetrics for histograms with negative "
-        "le buckets and _count for histograms without a sum; OpenMetrics 1.0 forbids both and "
-        "prometheus_client's OpenMetrics parser rejects the exposition",
-    ),
-]
-
-
-@pytest.mark.parametrize("case", BUGS)
-def test_metric_store_bugs(case: Case) -> None:
-    run(case)
-
-
 # Found by these tables as xfails and fixed: histograms with no explicit bounds
 # (bounds () were taken for "no histogram yet": a delta merge raised, an exemplar
 # raised, the overflow histogram's buckets reset on every fold), an overflow series
 # going stale while written to, and a refused overflow point leaving an empty series.
 REGRESSIONS = [
+    EXPONENTIAL_POSITIVE_SCALES,
+    EXPONENTIAL_TOP_BUCKET,
+    EXPONENTIAL_CANNOT_FIT,
+    ZERO_THRESHOLD,
+    OPENMETRICS_SUM,
     NO_BOUNDS_DELTA,
     NO_BOUNDS_EXEMPLAR,
     NO_BOUNDS_OVERFLOW,

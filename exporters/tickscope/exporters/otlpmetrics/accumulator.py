@@ -195,6 +195,7 @@ def _exponential(stream: Exponential, point: Any, delta: bool) -> None:
             point.sum,
             float(point.count),
         )
+        stream.zero_threshold = point.zero_threshold  # the newest point is the whole state
     else:
         _, stream.positive = expohisto.merge(stream.scale, stream.positive, point.scale, positive)
         stream.scale, stream.negative = expohisto.merge(
@@ -203,7 +204,9 @@ def _exponential(stream: Exponential, point: Any, delta: bool) -> None:
         stream.zero_count += point.zero_count
         stream.sum += point.sum
         stream.count += point.count
-    stream.zero_threshold = max(stream.zero_threshold, point.zero_threshold)
+        # Merged at the wider zero bucket: le_buckets counts the buckets that now lie
+        # inside it as zero-bucket observations.
+        stream.zero_threshold = max(stream.zero_threshold, point.zero_threshold)
     for ex in point.exemplars:
         exemplar = exemplar_of(ex)
         if exemplar is not None:

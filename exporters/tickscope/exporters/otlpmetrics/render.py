@@ -51,7 +51,9 @@ def render_family(
                 q = join_labels(labels, f'quantile="{format_value(quantile)}"')
                 out.append(f"{name}{{{q}}} {format_value(value)}\n")
             out.append(f"{name}_count{braces(labels)} {format_value(stream.count)}\n")
-            out.append(f"{name}_sum{braces(labels)} {format_value(stream.sum)}\n")
+            if not openmetrics or stream.sum >= 0:
+                # OpenMetrics's _sum is counter-like: a negative one is left out there.
+                out.append(f"{name}_sum{braces(labels)} {format_value(stream.sum)}\n")
         else:
             _histogram(out, name, stream, openmetrics, max_exponential_buckets)
 
@@ -70,7 +72,6 @@ def _histogram(
             stream.zero_count,
             max_exponential_buckets,
         )
-        counts = [*counts, 0.0]
         total, summed, has_sum = stream.count, stream.sum, True
         exemplars = [None] * len(counts)
         for ex in stream.exemplars:
@@ -93,6 +94,11 @@ def _histogram(
         if exemplar is not None:
             line += format_exemplar(exemplar)
         out.append(line + "\n")
+    if openmetrics and not (has_sum and summed >= 0 and not (bounds and bounds[0] < 0)):
+        # OpenMetrics 1.0: a histogram with negative buckets MUST NOT have a sum, _count
+        # appears if and only if _sum does, and _sum is counter-like (never negative):
+        # such histograms are served as their buckets alone (the text format keeps both).
+        return
     out.append(f"{name}_count{braces(labels)} {format_value(total)}\n")
     if has_sum:
         out.append(f"{name}_sum{braces(labels)} {format_value(summed)}\n")
