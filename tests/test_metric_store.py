@@ -1355,8 +1355,8 @@ NO_RECORDED = Case(
                 gauge("g", p(0.0, 2, attributes=A, flags=NO_RECORDED_VALUE)),
                 sum_metric("c", p(0, 2, attributes=A, flags=NO_RECORDED_VALUE)),
             ),
-            # c keeps its (empty) family until the next expiry.
-            [*head("g", "gauge"), 'g{k="b"} 2.0', *head("c_total", "counter")],
+            # c's family goes with its last stream (no HELP/TYPE without samples).
+            [*head("g", "gauge"), 'g{k="b"} 2.0'],
             accepted=2,
             series=1,
         ),
@@ -2144,3 +2144,214 @@ def test_expire_directly() -> None:
     assert store.series_count() == 0
     assert registry.get_sample_value(EXPIRED) == 2.0
     assert render(store, openmetrics=False) == ""
+
+
+# -- issue 11: hostile points (defects 1, 2, 3, 4, 5) ----------------------------------
+
+REPAIRED = "tickscope_metrics_repaired_points_total"
+NAN = float("nan")
+INF = float("inf")
+
+EXTREME_SCALE = Case(
+    "exponential histograms at the extreme scale -10 and with large offsets",
+    [
+        Step(
+            request(
+                exponential_histogram(
+                    "far",
+                    # Scale -10, b = 2^1024: index -1 covers (2^-1024, 1] -> le 1.0 exactly;
+                    # index 0 covers (1, 2^1024], no double: +Inf only.
+                    ep(-10, 1, positive=(-1, [2, 3]), sum=10.0, attributes={"s": "-10"}),
+                    # Scale 20, index -2^30 covers (2^-1024, 2^(-1024 + 2^-20)]: a subnormal
+                    # le, 2^-1024 = 5.562684646268003e-309 times 2^(2^-20) = 1.00000066,
+                    # correctly rounded at the subnormals' 2^-1074 spacing.
+                    ep(20, 1, positive=(-(1 << 30), [1]), sum=0.0, attributes={"s": "20"}),
+                ),
+                exponential_histogram(
+                    "far_refused",
+                    # Scale -10 index 1 covers (2^1024, 2^2048]: holds no double at all.
+                    ep(-10, 1, positive=(1, [1]), sum=1.0),
+                    # Scale 0, offset 2^31 - 1: (2^2147483647, ...], likewise.
+                    ep(0, 1, negative=((1 << 31) - 1, [1]), sum=-1.0),
+                ),
+            ),
+            [
+                *head("far", "histogram"),
+                'far_bucket{s="-10",le="0.0"} 0.0',
+                'far_bucket{s="-10",le="1.0"} 2.0',
+                'far_bucket{s="-10",le="+Inf"} 5.0',
+                'far_count{s="-10"} 5.0',
+                'far_sum{s="-10"} 10.0',
+                'far_bucket{s="20",le="0.0"} 0.0',
+                'far_bucket{s="20",le="5.56268832340772e-309"} 1.0',
+                'far_bucket{s="20",le="+Inf"} 1.0',
+                'far_count{s="20"} 1.0',
+                'far_sum{s="20"} 0.0',
+            ],
+            accepted=2,
+            rejected={"invalid_buckets": 2},
+        ),
+    ],
+)
+
+RESERVED_LABELS = Case(
+    "attributes named le, quantile and __name__ are renamed key_*",
+    [
+        Step(
+            request(
+                histogram("lat", hp([1.0], [1, 0], 0.5, 1, attributes={"le": "x", "k": "a"})),
+                summary("q", sp([(0.5, 1.0)], 1, 1.0, 1, attributes={"quantile": "y"})),
+                # le is no label of a gauge's own: kept; __name__ would rename the series.
+                gauge("g", p(1.0, 1, attributes={"__name__": "evil", "le": "fine"})),
+            ),
+            [
+                *head("lat", "histogram"),
+                'lat_bucket{k="a",key_le="x",le="1.0"} 1.0',
+                'lat_bucket{k="a",key_le="x",le="+Inf"} 1.0',
+                'lat_count{k="a",key_le="x"} 1.0',
+                'lat_sum{k="a",key_le="x"} 0.5',
+                *head("q", "summary"),
+                'q{key_quantile="y",quantile="0.5"} 1.0',
+                'q_count{key_quantile="y"} 1.0',
+                'q_sum{key_quantile="y"} 1.0',
+                *head("g", "gauge"),
+                'g{key__name__="evil",le="fine"} 1.0',
+            ],
+            accepted=3,
+            samples={sample(REPAIRED, reason="reserved_label"): 3.0},
+        ),
+    ],
+)
+
+COUNTER_NAMED_TOTAL = Case(
+    "a monotonic sum named total (an OpenMetrics family with no name) is refused",
+    [
+        Step(
+            request(
+                sum_metric("total", p(1, 1)),
+                sum_metric("_total_", p(1, 1)),
+                gauge("total", p(2.0, 1)),  # a gauge named total is a valid name
+            ),
+            [*head("total", "gauge"), "total 2.0"],
+            accepted=1,
+            rejected={"invalid_name": 2},
+        ),
+    ],
+)
+
+NAME_CLASHES = Case(
+    "one name with two types: the later family is refused",
+    [
+        Step(
+            request(
+                gauge("p.clash", p(1.0, 1)),
+                sum_metric("p.clash", p(2, 1)),  # p_clash_total: OpenMetrics family p_clash
+                histogram("hg", hp([1.0], [1, 0], 0.5, 1)),
+                gauge("hg_count", p(3.0, 1)),  # hg's _count sample
+                gauge("process_cpu_seconds", p(4.0, 1)),  # the sidecar's own counter's family
+                gauge("orders_created", p(5.0, 1)),
+                sum_metric("orders", p(6, 1)),  # orders_total claims orders_created
+            ),
+            [
+                *head("p_clash", "gauge"),
+                "p_clash 1.0",
+                *head("hg", "histogram"),
+                'hg_bucket{le="1.0"} 1.0',
+                'hg_bucket{le="+Inf"} 1.0',
+                "hg_count 1.0",
+                "hg_sum 0.5",
+                *head("orders_created", "gauge"),
+                "orders_created 5.0",
+            ],
+            accepted=3,
+            rejected={"type_conflict": 3, "name_conflict": 1},
+        ),
+        Step(
+            # A scrape past stale_after (300 s): every series expires, and its names go.
+            None,
+            [],
+            at=400.0,
+            series=0,
+            samples={sample(EXPIRED): 3.0},
+        ),
+        Step(
+            # p_clash's names are free for the counter now.
+            request(sum_metric("p.clash", p(7, 2))),
+            [*head("p_clash_total", "counter"), "p_clash_total 7.0"],
+            accepted=1,
+            at=401.0,
+        ),
+    ],
+)
+
+INVALID_VALUES = Case(
+    "points the OpenMetrics parser rejects are refused at ingest, never stored",
+    [
+        Step(
+            request(
+                sum_metric("fills", p(-1.0, 1, attributes=A), p(NAN, 1, attributes=B), p(2, 1)),
+                histogram(
+                    "wait",
+                    hp([2.0, 1.0], [1, 1, 1], 1.0, 1, attributes={"k": "unsorted"}),
+                    hp([1.0, NAN], [1, 1, 1], 1.0, 1, attributes={"k": "nan"}),
+                    hp([1.0, INF], [1, 1, 1], 1.0, 1, attributes={"k": "inf"}),
+                    hp([1.0], [1, 1], 1.0, 1, count=5, attributes={"k": "count"}),
+                    hp([1.0], [1, 1, 1], 1.0, 1, attributes={"k": "length"}),
+                    hp([1.0], [1, 1], NAN, 1, attributes={"k": "nan_sum"}),
+                    hp([1.0], [1, 1], 3.0, 1, attributes={"k": "ok"}),
+                ),
+                exponential_histogram(
+                    "size",
+                    ep(21, 1, positive=(0, [1]), sum=1.5, attributes={"k": "scale"}),
+                    ep(0, 1, positive=(0, [1]), zero_threshold=NAN, sum=1.5, attributes=A),
+                    ep(0, 1, positive=(0, [1]), zero_threshold=-1.0, sum=1.5, attributes=B),
+                    ep(0, 1, positive=(0, [1]), count=2, sum=1.5, attributes={"k": "count"}),
+                    ep(0, 1, positive=(0, [1]), sum=NAN, attributes={"k": "nan_sum"}),
+                ),
+                summary(
+                    "lag",
+                    sp([(0.5, -1.0)], 1, 1.0, 1, attributes={"k": "negative"}),
+                    sp([(1.5, 1.0)], 1, 1.0, 1, attributes={"k": "q"}),
+                    sp([(NAN, 1.0)], 1, 1.0, 1, attributes={"k": "nan_q"}),
+                    sp([(0.5, 1.0), (0.5, 2.0)], 1, 1.0, 1, attributes={"k": "twice"}),
+                    sp([(0.5, 1.0)], 1, NAN, 1, attributes={"k": "nan_sum"}),
+                    sp([(0.5, NAN)], 0, 0.0, 1, attributes={"k": "empty"}),  # NaN: no data yet
+                ),
+                sum_metric(
+                    "hits",
+                    # A 20-byte trace id: the exemplar is dropped, the point kept.
+                    p(1, 1, exemplars=[exemplar(1.0, b"\x01" * 20, SPAN_A)]),
+                ),
+            ),
+            [
+                *head("fills_total", "counter"),
+                "fills_total 2.0",
+                *head("wait", "histogram"),
+                'wait_bucket{k="ok",le="1.0"} 1.0',
+                'wait_bucket{k="ok",le="+Inf"} 2.0',
+                'wait_count{k="ok"} 2.0',
+                'wait_sum{k="ok"} 3.0',
+                *head("lag", "summary"),
+                'lag{k="empty",quantile="0.5"} NaN',
+                'lag_count{k="empty"} 0.0',
+                'lag_sum{k="empty"} 0.0',
+                *head("hits_total", "counter"),
+                "hits_total 1.0",
+            ],
+            accepted=4,
+            # invalid_value: fills -1 and NaN, wait and size NaN sums, lag's negative
+            # value and NaN sum; invalid_buckets: wait's unsorted, NaN and +Inf bounds,
+            # count and length, size's scale, thresholds and count, lag's quantiles.
+            rejected={"invalid_value": 6, "invalid_buckets": 12},
+            series=4,
+            samples={sample(REPAIRED, reason="invalid_exemplar"): 1.0},
+        ),
+    ],
+)
+
+HOSTILE = [EXTREME_SCALE, RESERVED_LABELS, COUNTER_NAMED_TOTAL, NAME_CLASHES, INVALID_VALUES]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in HOSTILE])
+def test_metric_store_hostile(case: Case) -> None:
+    run(case)

@@ -108,5 +108,7 @@ def format_exemplar(exemplar: Exemplar) -> str:
 
 def help_lines(out: list[str], name: str, kind: str, doc: str, openmetrics: bool) -> None:
     """HELP and TYPE; counters are named without _total in OpenMetrics only."""
-    family = name[: -len("_total")] if openmetrics and kind == "counter" else name
+    # removesuffix, not a slice: a name that is "_total" alone or lacks it keeps its name
+    # (the OTLP store refuses a counter named "total", which would have no family name).
+    family = name.removesuffix("_total") if openmetrics and kind == "counter" else name
     out.append(f"# HELP {family} {doc}\n# TYPE {family} {kind}\n")

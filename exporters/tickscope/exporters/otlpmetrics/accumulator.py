@@ -108,7 +108,9 @@ class Summary(Stream):
 
 
 def exemplar_of(ex: metrics_pb2.Exemplar) -> Exemplar | None:
-    if not ex.trace_id or not ex.span_id:
+    # Ids of other sizes than OTLP's are dropped (and counted by the store): they could
+    # make an exemplar's labels longer than OpenMetrics's 128 characters.
+    if len(ex.trace_id) != 16 or len(ex.span_id) != 8:
         return None
     value = ex.as_double if ex.WhichOneof("value") == "as_double" else float(ex.as_int)
     return (ex.trace_id.hex(), ex.span_id.hex(), value, ex.time_unix_nano / 1e9)

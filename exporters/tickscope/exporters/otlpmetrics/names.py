@@ -100,8 +100,11 @@ def metric_name(name: str, unit: str, kind: str) -> str:
 def label_name(key: str) -> str:
     """A Prometheus label name for an attribute key; empty if nothing valid is left."""
     if key.startswith("__") and key.endswith("__") and len(key) > 4:
+        # Prometheus reserves names starting with "__" (__name__ is the metric name
+        # itself; the rest are dropped after relabelling), so such a key keeps its
+        # shape behind a "key" prefix, as otlptranslator prefixes a leading "_".
         inner = _UNDERSCORES.sub("_", _LABEL_INVALID.sub("_", key[2:-2]))
-        return f"__{inner}__"
+        return f"key__{inner}__"
     name = _UNDERSCORES.sub("_", _LABEL_INVALID.sub("_", key))
     if not name.strip("_"):
         return ""

@@ -69,12 +69,24 @@ class Labeler:
         return labels
 
     def labels(
-        self, attributes: Iterable[Any], identity: dict[str, str], scope: dict[str, str]
-    ) -> dict[str, str]:
-        """A point's label set: its attributes, then the scope, then job/instance."""
+        self,
+        attributes: Iterable[Any],
+        identity: dict[str, str],
+        scope: dict[str, str],
+        own: str | None = None,
+    ) -> tuple[dict[str, str], bool]:
+        """A point's label set: its attributes, then the scope, then job/instance; and
+        whether an attribute was renamed because its name is the exposition's own:
+        `own` (le on a histogram, quantile on a summary) or a reserved `__` name
+        (names.label_name gives those a "key" prefix)."""
         pairs: dict[str, list[tuple[str, str]]] = {}
+        renamed = False
         for kv in attributes:
             name = self.label(kv.key)
+            if name == own:
+                name, renamed = f"key_{name}", True
+            elif name.startswith("key__"):
+                renamed = True
             if name:
                 pairs.setdefault(name, []).append((kv.key, anyvalue_to_str(kv.value)))
         labels = {
@@ -83,7 +95,7 @@ class Labeler:
         }
         labels.update(scope)
         labels.update(identity)  # job and instance win over attributes of the same name
-        return labels
+        return labels, renamed
 
     def expire(self, horizon: float) -> None:
         for key in [k for k, (_, seen) in self.targets.items() if seen < horizon]:

@@ -16,7 +16,7 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from tickscope.core.consumer import IngestResult
-from tickscope.exporters.otlpmetrics import accumulator
+from tickscope.exporters.otlpmetrics import accumulator, validate
 from tickscope.exporters.otlpmetrics.accumulator import (
     Exponential,
     Histogram,
@@ -45,12 +45,30 @@ RESERVED_PREFIXES = (
     "trading_", "exchange_rate_limit_", "exchange_api_errors", "python_gc_", "python_info",
     "target_info",
 )  # fmt: skip
+# prometheus_client's process collector, by every name its families claim: a counter
+# is `process_cpu_seconds` in OpenMetrics, so an OTLP gauge of that name would clash.
 RESERVED_NAMES = frozenset(
     {
-        "process_cpu_seconds_total", "process_virtual_memory_bytes", "process_resident_memory_bytes",
+        "process_cpu_seconds_total", "process_cpu_seconds", "process_cpu_seconds_created",
+        "process_virtual_memory_bytes", "process_resident_memory_bytes",
         "process_start_time_seconds", "process_open_fds", "process_max_fds",
     }
 )  # fmt: skip
+# Label names the exposition writes itself, by type: an attribute that would become
+# one is renamed with a "key_" prefix (see Labeler.labels for `__` names).
+OWN_LABELS = {"histogram": "le", "summary": "quantile"}
+
+
+def claimed_names(name: str, kind: str) -> frozenset[str]:
+    """Every name a family of this kind takes in either format: its samples, its
+    OpenMetrics family name (a counter's without _total) and the _created sample the
+    OpenMetrics parser reserves. Two families may share none of them."""
+    if kind == "counter":
+        base = name.removesuffix("_total")
+        return frozenset({name, base, f"{base}_created"})
+    if kind in ("histogram", "summary"):
+        return frozenset({name, *(f"{name}{s}" for s in ("_bucket", "_count", "_sum", "_created"))})
+    return frozenset({name})
 
 
 class _Family:
@@ -64,6 +82,7 @@ class _Family:
         self.streams: dict[tuple[Any, ...], Any] = {}
         self.overflow_memory = OverflowMemory(memory)
         self.sample_names = sample_names(name, kind)
+        self.claims = claimed_names(name, kind)
 
 
 def _kind(metric: metrics_pb2.Metric, data: str) -> tuple[str, type[Stream]] | None:
@@ -95,6 +114,8 @@ class MetricStore:
         # Monotonic seconds; tests pass a fake clock to step through staleness.
         self._clock = clock
         self._families: dict[str, _Family] = {}
+        # Each name a family claims (claimed_names) -> that family's name.
+        self._claims: dict[str, str] = {}
         self._labeler = Labeler()
         self._last_expiry = clock()
         self._expiry_every = min(30.0, config.stale_after / 10)
@@ -107,6 +128,14 @@ class MetricStore:
             "tickscope_metrics_overflow_points_total",
             "Data points folded into a metric's overflow series (cardinality limit reached).",
             ["metric"],
+            registry=registry,
+        )
+        self.repaired = Counter(
+            "tickscope_metrics_repaired_points_total",
+            "Data points accepted after a repair, by reason: reserved_label (an attribute "
+            "named le, quantile or __* renamed key_*), invalid_exemplar (an exemplar with "
+            "a trace_id not 16 bytes or span_id not 8 dropped).",
+            ["reason"],
             registry=registry,
         )
         self.expired = Counter(
@@ -148,17 +177,34 @@ class MetricStore:
             return None
         kind, factory = kind_factory
         name = metric_name(metric.name, metric.unit, kind)
-        if not name:
+        if not name or (kind == "counter" and name == "total"):
+            # A counter named "total" alone would be an OpenMetrics family with no name.
             result.reject("invalid_name", points, f"{metric.name!r}: no valid Prometheus name")
             return None
-        if name in RESERVED_NAMES or name.startswith(RESERVED_PREFIXES):
+        claims = claimed_names(name, kind)
+        if not claims.isdisjoint(RESERVED_NAMES) or any(
+            c.startswith(RESERVED_PREFIXES) for c in claims
+        ):
             result.reject("name_conflict", points, f"{metric.name}: {name} is tickscope's own")
             return None
         family = self._families.get(name)
         if family is None:
+            clash = next((self._claims[c] for c in claims if c in self._claims), None)
+            if clash is not None:
+                # The first family keeps its names (as for tickscope's own prefixes): a
+                # gauge `x` beside a counter `x_total`, or `h_count` beside a histogram `h`.
+                other = self._families[clash]
+                result.reject(
+                    "type_conflict",
+                    points,
+                    f"{metric.name}: {name} ({kind}) clashes with the {other.kind} {clash}",
+                )
+                return None
             family = self._families[name] = _Family(
                 name, kind, metric.description, factory, 10 * self.config.max_series_per_metric
             )
+            for c in family.claims:
+                self._claims[c] = name
         elif family.kind != kind or family.factory is not factory:
             result.reject(
                 "type_conflict",
@@ -185,19 +231,49 @@ class MetricStore:
         family = self._family(metric, data, len(points), result)
         if family is None:
             return
+        try:
+            self._points(metric, data, points, family, identity, scope, now, result)
+        finally:
+            if not family.streams and self._families.get(family.name) is family:
+                # Every point refused (or every stream ended): no family without series
+                # is left behind, holding its names against a later, valid metric.
+                del self._families[family.name]
+                for c in family.claims:
+                    self._claims.pop(c, None)
+
+    def _points(
+        self,
+        metric: metrics_pb2.Metric,
+        data: str,
+        points: Sequence[Any],
+        family: _Family,
+        identity: dict[str, str],
+        scope: dict[str, str],
+        now: float,
+        result: IngestResult,
+    ) -> None:
         name = family.name
         delta = data in ("sum", "histogram", "exponential_histogram") and (
             getattr(metric, data).aggregation_temporality == DELTA
         )
         limit = self.config.max_series_per_metric
+        own = OWN_LABELS.get(family.kind)
         for point in points:
-            labels = self._labeler.labels(point.attributes, identity, scope)
+            labels, renamed = self._labeler.labels(point.attributes, identity, scope, own)
             key = tuple(sorted(labels.items()))
             stream = family.streams.get(key)
             if point.flags & NO_RECORDED_VALUE:
                 family.streams.pop(key, None)  # the stream ended: no stale value is served
                 result.accepted += 1
                 continue
+            invalid = validate.check(point, data, family.kind)
+            if invalid is not None:
+                result.reject(invalid[0], 1, f"{metric.name}: {invalid[1]}")
+                continue
+            if renamed:
+                self.repaired.labels("reserved_label").inc()
+            if data != "summary" and not all(map(validate.valid_exemplar, point.exemplars)):
+                self.repaired.labels("invalid_exemplar").inc()  # dropped by exemplar_of
             if stream is None and len(family.streams) >= limit:
                 if self._fold(family, key, point, delta, data, now):
                     self.overflow.labels(name).inc()
@@ -246,6 +322,8 @@ class MetricStore:
             dropped += len(old)
             if not family.streams:
                 del self._families[name]
+                for c in family.claims:
+                    self._claims.pop(c, None)
         self._labeler.expire(horizon)
         if dropped:
             self.expired.inc(dropped)
