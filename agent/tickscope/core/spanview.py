@@ -124,11 +124,22 @@ class AttributeCache:
         marked: frozenset[str] = frozenset(),
         max_entries: int = 8192,
         max_pairs: int = 16384,
+        max_value_length: int = 65536,
     ) -> None:
         self.wanted = frozenset(wanted)
         self.marked = marked - self.wanted
         self.max_entries = max_entries
         self.max_pairs = max_pairs
+        # Values are held cut to one character past the longest label value any
+        # aggregator keeps, so that it still sees that they were longer (and cuts
+        # them with its marker): the pairs hold at most max_pairs such values.
+        self.max_value_length = max_value_length
+        # Bounded in bytes, not only in entries: a KeyValue longer than any label
+        # value could be in full (4 bytes per character in UTF-8, plus the key and
+        # the framing) is decoded each time it is seen rather than kept, so the
+        # entries hold at most max_entries * max_entry_bytes (8,192 x 768 B = 6 MiB
+        # at a 128-character limit) where 8,192 distinct 1 MB values would hold 8 GiB.
+        self.max_entry_bytes = 4 * max_value_length + 256
         self.entries: dict[bytes, int | None] = {}
         self._numbers: dict[tuple[str, str], int] = {}
         self._pairs: dict[int, tuple[str, str]] = {}
@@ -168,9 +179,14 @@ class AttributeCache:
             return None
         number: int | None = None
         if kv.key in self.wanted:
-            number = self._number((kv.key, anyvalue_to_str(kv.value)))
+            value = anyvalue_to_str(kv.value)
+            if len(value) > self.max_value_length:
+                value = value[: self.max_value_length + 1]
+            number = self._number((kv.key, value))
         elif kv.key in self.marked:
             number = self._number((kv.key, ""))
+        if len(raw) > self.max_entry_bytes:
+            return number  # too large to keep (see __init__)
         if len(self.entries) >= self.max_entries:
             self.entries.clear()  # the numbers stay: signatures keep their meaning
         self.entries[raw] = number
@@ -201,6 +217,9 @@ class AttributeCache:
 # Serialized Status -> code. The loop in SpanStream reads it directly and calls
 # status_code_of only on a miss (a Status with a description, mostly).
 STATUS_BY_BYTES: dict[bytes, int] = {b"": 0}
+# A Status of a code alone is 2 bytes; longer ones carry a description, which
+# varies (and may be megabytes): only the short ones are kept, 64 at most.
+MAX_STATUS_CACHED_BYTES = 16
 
 
 def status_code_of(raw: bytes) -> int:
@@ -216,7 +235,7 @@ def status_code_of(raw: bytes) -> int:
     if not 0 <= code <= 2:
         code = 0  # unknown codes render as UNSET; keying them apart would duplicate series
     # Only messages without a description are worth keeping: those with one vary.
-    if len(STATUS_BY_BYTES) < 64:
+    if len(raw) <= MAX_STATUS_CACHED_BYTES and len(STATUS_BY_BYTES) < 64:
         STATUS_BY_BYTES[raw] = code
     return code
 

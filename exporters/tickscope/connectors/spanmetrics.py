@@ -106,6 +106,23 @@ class SpanMetricsConfig(StrictModel):
     exemplars: bool = Field(
         True, description="Attach trace_id/span_id exemplars (served with OpenMetrics)."
     )
+    max_label_value_length: int = Field(
+        128,
+        ge=8,
+        le=65536,
+        description="Label values (service_name, span_name, dimensions) longer than this many "
+        'characters are cut to it, ending in "..."; such spans are counted in '
+        'tickscope_spanmetrics_truncated_spans_total{reason="label_value_length"}. At the '
+        "default, 2,000 series of 20 lines each stay under ~30 MB of exposition.",
+    )
+    max_attributes_per_span: int = Field(
+        128,
+        ge=1,
+        le=65536,
+        description="Only a span's first this many attributes are read for dimensions (the "
+        "OTel SDKs' default attribute count limit); spans with more are counted in "
+        'tickscope_spanmetrics_truncated_spans_total{reason="attribute_count"}.',
+    )
 
     @field_validator("dimensions")
     @classmethod
@@ -125,6 +142,19 @@ class SpanMetrics:
 
     def __init__(self, config: SpanMetricsConfig, registry: CollectorRegistry) -> None:
         self.config = config
+        self.registry = registry
+        self.max_label_value_length = config.max_label_value_length
+        self.max_attributes = config.max_attributes_per_span
+        truncated = Counter(
+            "tickscope_spanmetrics_truncated_spans_total",
+            "Spans counted with a label value cut to spanmetrics.max_label_value_length "
+            "(reason=label_value_length) or with attributes past "
+            "spanmetrics.max_attributes_per_span left unread (reason=attribute_count).",
+            ["reason"],
+            registry=registry,
+        )
+        self.truncated_length = truncated.labels("label_value_length")
+        self.truncated_attributes = truncated.labels("attribute_count")
         self.dim_names = tuple(d.name for d in config.dimensions)
         self.dim_attributes = tuple(d.attribute for d in config.dimensions)
         self.dim_defaults = tuple(d.default for d in config.dimensions)

@@ -23,10 +23,12 @@ from tickscope.exposition.text import (
 )
 
 __all__ = [
+    "TRUNCATION_MARKER",
     "CounterFamily",
     "GaugeFamily",
     "HistogramFamily",
     "Pending",
+    "cut_label_value",
     "fill_exemplars",
     "take_exemplar",
 ]
@@ -35,6 +37,19 @@ __all__ = [
 # impersonate the overflow series.
 OVERFLOW: tuple[Any, ...] = (object(),)
 OVERFLOW_LABELS = 'otel_metric_overflow="true"'
+
+# Ends a label value cut to its length limit, so that a dashboard shows it was cut
+# (three ASCII characters: safe in every exposition format and in PromQL regexes).
+TRUNCATION_MARKER = "..."
+
+
+def cut_label_value(value: str, limit: int) -> str:
+    """`value` if at most `limit` characters, else its first `limit - 3` and the
+    marker: `limit` characters in all. Callers compare lengths first (cheap) and
+    call this once per series or span shape, never per span."""
+    if len(value) <= limit:
+        return value
+    return value[: limit - len(TRUNCATION_MARKER)] + TRUNCATION_MARKER
 
 
 class _Value:
