@@ -30,6 +30,7 @@ __all__ = [
     "gauge",
     "histogram",
     "histogram_point",
+    "hostile_request",
     "ns",
     "number_point",
     "request",
@@ -278,3 +279,75 @@ def combine(*requests: ExportMetricsServiceRequest) -> ExportMetricsServiceReque
     for r in requests:
         req.resource_metrics.extend(r.resource_metrics)
     return req
+
+
+def hostile_request() -> ExportMetricsServiceRequest:
+    """One request holding the points found to break an exposition (issue 11 defects
+    1-5, 12), beside valid ones: extreme scales and offsets, bounds past the largest
+    double, unsorted/NaN/infinite bounds, counts that disagree, negative and NaN
+    counters, bad quantiles, reserved attribute names, names that clash, a counter
+    named total, bad exemplar ids, histograms with no bounds, negative buckets and
+    no sums. A store must refuse or repair each and render valid expositions."""
+    nan, inf = float("nan"), float("inf")
+    trace, span = bytes.fromhex("0a" * 16), bytes.fromhex("0b" * 8)
+    good = [exemplar(0.5, trace, span, 1.0)]
+    bad_ids = [exemplar(1.0, b"\x01" * 100, b"\x02" * 100, 1.0)]
+    return request(
+        exponential_histogram(
+            "hostile.expo",
+            exponential_point(-10, 1, positive=(-1, [2, 3]), sum=1.0, attributes={"k": "a"}),
+            exponential_point(-10, 1, positive=(1, [1]), sum=1.0, attributes={"k": "b"}),
+            exponential_point(0, 1, positive=(1023, [1]), sum=1e308, attributes={"k": "c"}),
+            exponential_point(0, 1, negative=((1 << 31) - 1, [1]), attributes={"k": "d"}),
+            exponential_point(20, 1, positive=(-(1 << 30), [1]), attributes={"k": "e"}),
+            exponential_point(
+                0, 1, positive=(0, [1]), negative=(0, [2]), sum=-1.5, attributes={"k": "f"}
+            ),
+            exponential_point(21, 1, positive=(0, [1]), attributes={"k": "g"}),
+            exponential_point(0, 1, positive=(0, [1]), zero_threshold=nan, attributes={"k": "h"}),
+            exponential_point(0, 1, positive=(-2, [1, 0, 0, 1]), sum=3.5, attributes={"k": "i"}),
+            exponential_point(
+                0,
+                1,
+                positive=(-3, [1, 0, 0, 1]),
+                zero_count=1,
+                zero_threshold=0.5,
+                sum=2.0,
+                attributes={"k": "j"},
+            ),
+        ),
+        histogram(
+            "hostile.hist",
+            histogram_point([2.0, 1.0], [1, 1, 1], 1.0, 1, attributes={"k": "a"}),
+            histogram_point([1.0, nan], [1, 1, 1], 1.0, 1, attributes={"k": "b"}),
+            histogram_point([1.0, inf], [1, 1, 1], 1.0, 1, attributes={"k": "c"}),
+            histogram_point([1.0], [1, 1], 1.0, 1, count=5, attributes={"k": "d"}),
+            histogram_point([1.0], [1, 1], -3.0, 1, attributes={"k": "e"}),
+            histogram_point([1.0], [1, 1], None, 1, attributes={"k": "f"}),
+            histogram_point([-1.0, 0.0], [1, 1, 1], 0.5, 1, attributes={"k": "g"}),
+            histogram_point([1.0], [1, 1], 1.0, 1, attributes={"le": "x"}, exemplars=bad_ids),
+            histogram_point([], [2], 1.0, 1, attributes={"k": "i"}, exemplars=good),
+        ),
+        histogram("hostile.delta", histogram_point([], [3], 1.0, 1, exemplars=good), delta=True),
+        summary(
+            "hostile.quantiles",
+            summary_point([(0.5, -1.0)], 1, 1.0, 1, attributes={"k": "a"}),
+            summary_point([(1.5, 1.0)], 1, 1.0, 1, attributes={"k": "b"}),
+            summary_point([(0.5, 1.0), (0.5, 2.0)], 1, 1.0, 1, attributes={"k": "c"}),
+            summary_point([(0.5, 1.0)], 1, -4.0, 1, attributes={"quantile": "y"}),
+            summary_point([(0.5, nan)], 0, 0.0, 1, attributes={"k": "e"}),
+        ),
+        sum_metric("total", number_point(1, 1)),
+        sum_metric(
+            "hostile.neg", number_point(-1.0, 1), number_point(nan, 1, attributes={"k": "b"})
+        ),
+        sum_metric("hostile.inf", number_point(inf, 1, exemplars=bad_ids)),
+        gauge("hostile.level", number_point(nan, 1, attributes={"__name__": "x", "le": "y"})),
+        gauge("p.clash", number_point(1.0, 1)),
+        sum_metric("p.clash", number_point(2, 1)),
+        histogram("hg", histogram_point([1.0], [1, 0], 0.5, 1)),
+        gauge("hg_count", number_point(3.0, 1)),
+        gauge("process_cpu_seconds", number_point(4.0, 1)),
+        resource={"service.name": "hostile", "service.instance.id": "h-1", "host.name": "x"},
+        scope=("hostile.scope", "1.0"),
+    )

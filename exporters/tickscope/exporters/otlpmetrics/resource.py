@@ -73,17 +73,17 @@ class Labeler:
         attributes: Iterable[Any],
         identity: dict[str, str],
         scope: dict[str, str],
-        own: str | None = None,
+        own: frozenset[str] = frozenset(),
     ) -> tuple[dict[str, str], bool]:
         """A point's label set: its attributes, then the scope, then job/instance; and
         whether an attribute was renamed because its name is the exposition's own:
-        `own` (le on a histogram, quantile on a summary) or a reserved `__` name
+        `own` (le and quantile) or a reserved `__` name
         (names.label_name gives those a "key" prefix)."""
         pairs: dict[str, list[tuple[str, str]]] = {}
         renamed = False
         for kv in attributes:
             name = self.label(kv.key)
-            if name == own:
+            if name in own:
                 name, renamed = f"key_{name}", True
             elif name.startswith("key__"):
                 renamed = True

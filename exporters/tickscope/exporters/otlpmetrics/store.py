@@ -54,9 +54,11 @@ RESERVED_NAMES = frozenset(
         "process_start_time_seconds", "process_open_fds", "process_max_fds",
     }
 )  # fmt: skip
-# Label names the exposition writes itself, by type: an attribute that would become
-# one is renamed with a "key_" prefix (see Labeler.labels for `__` names).
-OWN_LABELS = {"histogram": "le", "summary": "quantile"}
+# Label names the exposition writes itself: an attribute that would become one is
+# renamed with a "key_" prefix (see Labeler.labels for `__` names), on every type:
+# beside its own le a histogram would have two, and promtool's lint flags le on a
+# non-histogram and quantile on a non-summary as well.
+OWN_LABELS = frozenset({"le", "quantile"})
 
 
 def claimed_names(name: str, kind: str) -> frozenset[str]:
@@ -257,9 +259,8 @@ class MetricStore:
             getattr(metric, data).aggregation_temporality == DELTA
         )
         limit = self.config.max_series_per_metric
-        own = OWN_LABELS.get(family.kind)
         for point in points:
-            labels, renamed = self._labeler.labels(point.attributes, identity, scope, own)
+            labels, renamed = self._labeler.labels(point.attributes, identity, scope, OWN_LABELS)
             key = tuple(sorted(labels.items()))
             stream = family.streams.get(key)
             if point.flags & NO_RECORDED_VALUE:
