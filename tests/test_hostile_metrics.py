@@ -139,7 +139,12 @@ def test_no_bounds_histograms_over_http_and_grpc(sidecar: SidecarProcess) -> Non
     assert not response.HasField("partial_success")
     # The delta histogram once more over gRPC: 3 + 3 in its +Inf bucket.
     grpc_export(sidecar.otlp_grpc_target, no_bounds("nb-grpc"))
-    f = sidecar.families()
+    f = sidecar.families_when(
+        lambda f: (
+            "nb_delta" in f and sample_value(f["nb_delta"], "nb_delta_count", job="nb-grpc") == 6.0
+        ),
+        what="both receivers' points",
+    )
     for job, cumulative, delta in (("nb-http", 2.0, 3.0), ("nb-grpc", 2.0, 6.0)):
         assert value(f, "nb_cumulative", "nb_cumulative_bucket", job=job, le="+Inf") == cumulative
         assert value(f, "nb_cumulative", "nb_cumulative_count", job=job) == cumulative
@@ -159,11 +164,20 @@ def test_hostile_request_over_http_and_grpc(sidecar: SidecarProcess) -> None:
     assert partial.error_message.startswith("hostile.expo: buckets past the largest double")
     partial = grpc_export(sidecar.otlp_grpc_target, body).partial_success
     assert partial.rejected_data_points == sum(REJECTED.values())
-    f = sidecar.families()
-    for receiver in ("otlp_http", "otlp_grpc"):
-        for reason, count in REJECTED.items():
-            rejected = f["tickscope_receiver_rejected_points"]
-            assert sample_value(rejected, receiver=receiver, reason=reason) == count
+    expected = {
+        (r, reason): n for r in ("otlp_http", "otlp_grpc") for reason, n in REJECTED.items()
+    }
+
+    def rejected(f: dict[str, Any]) -> dict[tuple[str, str], float]:
+        return {
+            (s.labels["receiver"], s.labels["reason"]): s.value
+            for s in f["tickscope_receiver_rejected_points"].samples
+            if s.name.endswith("_total")
+        }
+
+    # Waited for, not read once: a scrape may be served from a short-lived cache.
+    f = sidecar.families_when(lambda f: rejected(f) == expected, what="rejections counted")
+    assert rejected(f) == expected
     for openmetrics in (False, True):
         headers = {"Accept": "application/openmetrics-text; version=1.0.0"} if openmetrics else None
         scrape = sidecar.get("/metrics", headers)
