@@ -20,12 +20,14 @@ import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
 )
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
+from helpers.otlp import kv
 from helpers.otlp_metrics import (
     NO_RECORDED_VALUE,
     FakeClock,
@@ -2350,7 +2352,64 @@ INVALID_VALUES = Case(
     ],
 )
 
-HOSTILE = [EXTREME_SCALE, RESERVED_LABELS, COUNTER_NAMED_TOTAL, NAME_CLASHES, INVALID_VALUES]
+
+def _spec_gaps_request() -> ExportMetricsServiceRequest:
+    req = request(
+        sum_metric("open.orders", p(3, 1), monotonic=False, unit="1"),
+        gauge("cache.size", p(2.0, 1), unit="kBy"),
+        gauge("legs", p(1.0, 1)),
+        scope=("engine.scope", "2.0"),
+    )
+    sm = req.resource_metrics[0].scope_metrics[0]
+    sm.schema_url = "https://opentelemetry.io/schemas/1.26.0"
+    sm.scope.attributes.append(kv("desk", "fx"))
+    attributes = sm.metrics[2].gauge.data_points[0].attributes
+    array = KeyValue(key="venues")
+    array.value.array_value.values.add().string_value = "binance"
+    array.value.array_value.values.add().int_value = 2
+    kvlist = KeyValue(key="limits")
+    entry = kvlist.value.kvlist_value.values.add()
+    entry.key, entry.value.double_value = "max", float("inf")
+    raw = KeyValue(key="raw")
+    raw.value.bytes_value = b"\x00\xff"
+    attributes.extend([array, kvlist, raw])
+    return req
+
+
+SCOPE = (
+    'otel_scope_desk="fx",otel_scope_name="engine.scope",'
+    'otel_scope_schema_url="https://opentelemetry.io/schemas/1.26.0",otel_scope_version="2.0"'
+)
+
+SPEC_GAPS = Case(
+    "UpDownCounter unit 1, kBy, scope schema_url and attributes, array/map/bytes values",
+    [
+        Step(
+            _spec_gaps_request(),
+            [
+                *head("open_orders", "gauge"),
+                f"open_orders{{{SCOPE}}} 3.0",
+                *head("cache_size_kilobytes", "gauge"),
+                f"cache_size_kilobytes{{{SCOPE}}} 2.0",
+                *head("legs", "gauge"),
+                # Arrays and maps as compact JSON (+Inf as a string), bytes as base64.
+                'legs{limits="{\\"max\\":\\"Infinity\\"}",'
+                + SCOPE
+                + ',raw="AP8=",venues="[\\"binance\\",2]"} 1.0',
+            ],
+            accepted=3,
+        ),
+    ],
+)
+
+HOSTILE = [
+    SPEC_GAPS,
+    EXTREME_SCALE,
+    RESERVED_LABELS,
+    COUNTER_NAMED_TOTAL,
+    NAME_CLASHES,
+    INVALID_VALUES,
+]
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in HOSTILE])

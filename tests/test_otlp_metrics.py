@@ -295,20 +295,21 @@ def fills(s: SidecarProcess, service: str) -> float:
 def test_engine_restart_never_makes_a_counter_go_down(sidecar: SidecarProcess) -> None:
     url = sidecar.otlp_http_url + "/v1/metrics"
     seen = []
-    for start, t, v in (
-        (1000, 2000, 10.0),
-        (1000, 3000, 20.0),
-        (5000, 6000, 5.0),
-        (5000, 7000, 30.0),
-        (9000, 9500, 1.0),
+    for (start, t, v), expected in zip(
+        (
+            (1000, 2000, 10.0),
+            (1000, 3000, 20.0),
+            (5000, 6000, 5.0),
+            (5000, 7000, 30.0),
+            (9000, 9500, 1.0),
+        ),
+        (10.0, 20.0, 25.0, 50.0, 51.0),
+        strict=True,
     ):
         assert http_post(url, point_request("m-restart", start, t, v), PROTOBUF).status == 200
-        seen.append(
-            sidecar.wait_until(
-                lambda: fills(sidecar, "m-restart") if fills(sidecar, "m-restart") >= 0 else None,
-                what="fills",
-            )
-        )
+        # Waited for (a scrape may come from a short-lived cache), then read once more.
+        sidecar.wait_until(lambda e=expected: fills(sidecar, "m-restart") == e, what="fills")
+        seen.append(fills(sidecar, "m-restart"))
     # 10, 20, then a restart at 5 (20 + 5), 30 (20 + 30: the new incarnation passed the old), restart again.
     assert seen == [10.0, 20.0, 25.0, 50.0, 51.0]
     assert all(b >= a for a, b in itertools.pairwise(seen))
@@ -340,7 +341,15 @@ def test_bad_metrics_requests(sidecar: SidecarProcess) -> None:
         http_post(url, clash.SerializeToString(), PROTOBUF).body
     ).partial_success
     assert partial.rejected_data_points == 1
-    f = sidecar.families()
+    counted = ("delta_non_monotonic_sum", "name_conflict")
+    f = sidecar.families_when(
+        lambda f: {
+            s.labels["reason"]
+            for s in f["tickscope_receiver_rejected_points"].samples
+            if s.labels.get("receiver") == "otlp_http"
+        }.issuperset(counted),
+        what="rejections counted",
+    )
     assert (
         sample_value(
             f["tickscope_receiver_rejected_points"],
@@ -400,7 +409,7 @@ def test_staleness_cardinality_and_promtool(start_sidecar: StartSidecar) -> None
         p.as_int, p.time_unix_nano = 1, 1000 + i
         p.attributes.append(kv("user", f"u{i}"))
     assert http_post(url, req.SerializeToString(), PROTOBUF).status == 200
-    f = s.families()
+    f = s.families_when(lambda f: "requests" in f, what="requests served")
     samples = [x for x in f["requests"].samples if x.name == "requests_total"]
     assert len(samples) == 4  # 3 label sets + the overflow series
     over = [x for x in samples if x.labels.get("otel_metric_overflow") == "true"]
@@ -409,4 +418,8 @@ def test_staleness_cardinality_and_promtool(start_sidecar: StartSidecar) -> None
     assert promtool_check_metrics(s.metrics_text())[0] == []
     time.sleep(1.3)
     s.wait_until(lambda: "requests" not in s.families(), what="stale series gone")
+    s.wait_until(
+        lambda: sample_value(s.families()["tickscope_metrics_expired_series"]) == 4,
+        what="expired counted",
+    )
     assert sample_value(s.families()["tickscope_metrics_expired_series"]) == 4

@@ -61,6 +61,10 @@ from tickscope.exporters.otlpmetrics.names import label_name, metric_name
         ("cpython.gc.pause_time", "s", "counter", "cpython_gc_pause_time_seconds_total"),
         ("process.memory.usage", "By", "gauge", "process_memory_usage_bytes"),
         ("requests_per_second", "1/s", "gauge", "requests_per_second"),
+        # Issue 11 defect 20: an UpDownCounter's unit 1 adds nothing (otlptranslator
+        # suffixes only gauges with _ratio); UCUM's kBy is kilobytes.
+        ("open.orders", "1", "updowncounter", "open_orders"),
+        ("cache.size", "kBy", "gauge", "cache_size_kilobytes"),
     ],
 )
 def test_metric_names(name: str, unit: str, kind: str, expected: str) -> None:

@@ -10,7 +10,8 @@ Prometheus and the Collector use by default):
 - the unit becomes a suffix unless the name already has it as a word: "ms" ->
   "milliseconds", "By/s" -> "bytes_per_second", "{packets}" -> nothing;
 - a monotonic counter ends in "_total" (once); a gauge whose unit is "1" in
-  "_ratio" (once); a counter's "1" adds nothing;
+  "_ratio" (once); a counter's or an UpDownCounter's (kind "updowncounter") "1"
+  adds nothing;
 - a leading digit gets "_" in front.
 
 Label names: invalid characters become "_", runs collapse, a leading digit gets
@@ -28,7 +29,7 @@ UNITS = {
     "d": "days", "h": "hours", "min": "minutes", "s": "seconds", "ms": "milliseconds",
     "us": "microseconds", "ns": "nanoseconds", "By": "bytes", "KiBy": "kibibytes",
     "MiBy": "mebibytes", "GiBy": "gibibytes", "TiBy": "tibibytes", "KBy": "kilobytes",
-    "MBy": "megabytes", "GBy": "gigabytes", "TBy": "terabytes", "m": "meters", "V": "volts",
+    "kBy": "kilobytes", "MBy": "megabytes", "GBy": "gigabytes", "TBy": "terabytes", "m": "meters", "V": "volts",
     "A": "amperes", "J": "joules", "W": "watts", "g": "grams", "Cel": "celsius", "Hz": "hertz",
     "%": "percent", "1": "",
 }  # fmt: skip

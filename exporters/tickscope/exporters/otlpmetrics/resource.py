@@ -10,20 +10,68 @@ joined with ";" in the order of the original keys.
 
 from __future__ import annotations
 
+import base64
 import collections
+import json
+import math
 from collections.abc import Iterable
 from typing import Any
 
-from tickscope.core.spanview import anyvalue_to_str
+from opentelemetry.proto.common.v1 import common_pb2
+
 from tickscope.exporters.otlpmetrics.names import label_name
 from tickscope.exposition.text import sorted_label_text
 
-__all__ = ["IDENTIFYING", "Labeler"]
+__all__ = ["IDENTIFYING", "Labeler", "label_value"]
 
 IDENTIFYING = frozenset({"service.name", "service.namespace", "service.instance.id"})
 # Attribute keys seen more often than this are not remembered (an engine writing
 # ids into keys must not grow the cache without bound).
 _LABEL_CACHE = 10_000
+
+
+def _json(value: common_pb2.AnyValue) -> Any:
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "int_value":
+        return value.int_value
+    if kind == "double_value":
+        d = value.double_value
+        # JSON has no NaN or infinities: written as strings, as OTLP/JSON writes them.
+        return (
+            d if math.isfinite(d) else ("NaN" if d != d else ("Infinity" if d > 0 else "-Infinity"))
+        )
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode()
+    if kind == "array_value":
+        return [_json(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: _json(kv.value) for kv in value.kvlist_value.values}
+    return None
+
+
+def label_value(value: common_pb2.AnyValue) -> str:
+    """An attribute value as a label value, as the specification's attribute rules say
+    for non-string values: strings as they are, booleans true/false, integers in
+    decimal, doubles as Python's shortest repr, bytes base64, arrays and maps as
+    compact JSON (with bytes inside as base64 and non-finite doubles as strings)."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return "true" if value.bool_value else "false"
+    if kind == "int_value":
+        return str(value.int_value)
+    if kind == "double_value":
+        return repr(value.double_value)
+    if kind in ("array_value", "kvlist_value"):
+        return json.dumps(_json(value), separators=(",", ":"), ensure_ascii=False)
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode()
+    return ""
 
 
 class Labeler:
@@ -46,7 +94,7 @@ class Labeler:
 
     def identity(self, resource_attributes: Iterable[Any], now: float) -> dict[str, str]:
         """job and instance for a resource; records its target_info."""
-        resource = {kv.key: anyvalue_to_str(kv.value) for kv in resource_attributes}
+        resource = {kv.key: label_value(kv.value) for kv in resource_attributes}
         labels: dict[str, str] = {}
         service = resource.get("service.name")
         if service:
@@ -88,7 +136,7 @@ class Labeler:
             elif name.startswith("key__"):
                 renamed = True
             if name:
-                pairs.setdefault(name, []).append((kv.key, anyvalue_to_str(kv.value)))
+                pairs.setdefault(name, []).append((kv.key, label_value(kv.value)))
         labels = {
             name: kv[0][1] if len(kv) == 1 else ";".join(v for _, v in sorted(kv))
             for name, kv in pairs.items()
@@ -96,6 +144,23 @@ class Labeler:
         labels.update(scope)
         labels.update(identity)  # job and instance win over attributes of the same name
         return labels, renamed
+
+    def scope(self, scope: Any, schema_url: str) -> dict[str, str]:
+        """The scope's labels, as the specification's Prometheus rules say (a MUST):
+        otel_scope_name, otel_scope_version, otel_scope_schema_url (when set) and each
+        scope attribute as otel_scope_<name>; none for an unnamed scope."""
+        labels: dict[str, str] = {}
+        if not scope.name:
+            return labels
+        for kv in scope.attributes:
+            name = self.label(kv.key)
+            if name and name not in ("name", "version", "schema_url"):
+                labels[f"otel_scope_{name}"] = label_value(kv.value)
+        labels["otel_scope_name"] = scope.name
+        labels["otel_scope_version"] = scope.version
+        if schema_url:
+            labels["otel_scope_schema_url"] = schema_url
+        return labels
 
     def expire(self, horizon: float) -> None:
         for key in [k for k, (_, seen) in self.targets.items() if seen < horizon]:

@@ -154,10 +154,7 @@ class MetricStore:
         for rm in request.resource_metrics:
             identity = self._labeler.identity(rm.resource.attributes, now)
             for sm in rm.scope_metrics:
-                scope: dict[str, str] = {}
-                if sm.scope.name:
-                    scope["otel_scope_name"] = sm.scope.name
-                    scope["otel_scope_version"] = sm.scope.version
+                scope = self._labeler.scope(sm.scope, sm.schema_url)
                 for metric in sm.metrics:
                     self._metric(metric, identity, scope, now, result)
         if now - self._last_expiry >= self._expiry_every:
@@ -178,7 +175,10 @@ class MetricStore:
             )
             return None
         kind, factory = kind_factory
-        name = metric_name(metric.name, metric.unit, kind)
+        # A non-monotonic sum (an UpDownCounter) is named as neither a counter nor a
+        # gauge: otlptranslator gives it no _ratio for unit 1 (nor _total).
+        naming = "updowncounter" if data == "sum" and kind == "gauge" else kind
+        name = metric_name(metric.name, metric.unit, naming)
         if not name or (kind == "counter" and name == "total"):
             # A counter named "total" alone would be an OpenMetrics family with no name.
             result.reject("invalid_name", points, f"{metric.name!r}: no valid Prometheus name")
