@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from pathlib import Path
 
@@ -91,7 +92,22 @@ def test_run_with_an_unreadable_pid_file(tmp_path: Path) -> None:
     r = run_cli("run", "--config", str(path))
     assert r.returncode == 2
     assert error_lines(r.stderr) == [
-        f"engine.processes (engine): cannot read pid file {pid_file}: Is a directory"
+        f"engine.processes (engine): pid file {pid_file} is a directory, not a regular file"
+    ]
+
+
+def test_run_with_a_fifo_pid_file_exits_2_before_listening(tmp_path: Path) -> None:
+    # Issue 11, defect 11: open() of a FIFO waited for a writer, before the server
+    # listened; run_cli's 30 s timeout is the failure before the fix.
+    pid_file = tmp_path / "engine.pid"
+    os.mkfifo(pid_file)
+    path = write_config(
+        tmp_path, {"engine": {"processes": [{"name": "engine", "pid_file": str(pid_file)}]}}
+    )
+    r = run_cli("run", "--config", str(path), timeout=20)
+    assert r.returncode == 2
+    assert error_lines(r.stderr) == [
+        f"engine.processes (engine): pid file {pid_file} is a FIFO, not a regular file"
     ]
 
 

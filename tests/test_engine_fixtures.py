@@ -16,8 +16,10 @@ The PIDs lie above the kernel's PID_MAX_LIMIT (2^22), so none can be the test's 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -245,3 +247,140 @@ def test_a_relative_procfs_is_refused(procfs: str) -> None:
 def test_procfs_defaults_to_proc_and_is_normalised() -> None:
     assert EngineConfig().procfs == "/proc"
     assert EngineConfig(procfs="/host/proc/").procfs == "/host/proc"
+
+
+# Issue 11, defect 10: a backtracking cmdline regex against a command line any local
+# user writes. Under `re`, (a+)+$ against 'a'*40 + '!' backtracks ~2^40 times while
+# holding the GIL (13-15 s per collection was measured with a shorter string); the
+# collection runs in a child process so that a regression fails on the timeout
+# instead of hanging the suite.
+_HOSTILE_COLLECTION = """
+import json, sys, time
+from tickscope.collectors.engine import EngineConfig, EngineProcessCollector
+config = EngineConfig.model_validate(
+    {"procfs": sys.argv[1], "processes": [{"name": "engine", "cmdline": "(a+)+$"}]}
+)
+c = EngineProcessCollector(config, {})
+start = time.perf_counter()
+result = c.collect()
+elapsed = time.perf_counter() - start
+up = [s.value for f in result.families for s in f.samples if s.name == "engine_process_up"]
+print(json.dumps({"elapsed": elapsed, "up": up, "errors": list(result.errors),
+                  "pid": c.status()["processes"][0]["pid"]}))
+"""
+
+
+def _fixture_copy(tmp_path: Path) -> Path:
+    root = tmp_path / "proc"
+    shutil.copytree(PROC, root, symlinks=True)
+    return root
+
+
+def _write_cmdline(root: Path, pid: int, argv: list[bytes], like: int = 4194401) -> None:
+    if not (root / str(pid)).exists():
+        shutil.copytree(root / str(like), root / str(pid), symlinks=True)
+    (root / str(pid) / "cmdline").write_bytes(b"".join(a + b"\0" for a in argv))
+
+
+def test_a_backtracking_cmdline_regex_does_not_stall_the_collection(tmp_path: Path) -> None:
+    root = _fixture_copy(tmp_path)
+    # The hostile process: never matches (it ends in '!'), and makes `re` backtrack.
+    _write_cmdline(root, 4194404, [b"a" * 40 + b"!"])
+    # The worker's command line is the one that matches (a+)+$.
+    _write_cmdline(root, 4194401, [b"aaaa"])
+    r = subprocess.run(
+        [sys.executable, "-c", _HOSTILE_COLLECTION, str(root)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert (out["up"], out["errors"], out["pid"]) == ([1.0], [], 4194401)
+    # The figure, not a bound: timing belongs in a benchmark (bench/), not an assertion.
+    print(f"collection with (a+)+$ against 'a'*40+'!': {out['elapsed'] * 1000:.1f} ms")
+
+
+def test_a_command_line_that_is_not_utf8_is_matched_by_its_bytes(tmp_path: Path) -> None:
+    root = _fixture_copy(tmp_path)
+    # psutil decodes invalid UTF-8 with surrogateescape; RE2 cannot encode surrogates.
+    _write_cmdline(root, 4194401, [b"bot\xff.py", b"--live"])
+    c = collector(str(root), cmdline=r"^bot.*--live$")
+    result = c.collect()
+    assert (result.errors, c.status()["processes"][0]["pid"]) == ([], 4194401)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "detail"),
+    [
+        (r"(bot)\1", r"invalid escape sequence: \1"),
+        (r"bot(?=\.py)", "invalid perl operator: (?="),
+        (r"(?<!test_)bot", "invalid perl operator: (?<!"),
+        (r"bot\Z", r"invalid escape sequence: \Z"),
+    ],
+)
+def test_a_cmdline_regex_re2_cannot_run_is_refused_at_load(pattern: str, detail: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        collector(PROC, cmdline=pattern)
+    [error] = info.value.errors(include_url=False)
+    assert error["loc"] == ("processes", 0, "cmdline")
+    assert error["msg"] == (
+        f"Value error, invalid regular expression {pattern!r}: {detail} (regexes are RE2 "
+        "syntax, matched in linear time: no backreferences, lookahead or lookbehind; "
+        r"write \z for Python's \Z)"
+    )
+
+
+# Issue 11, defect 11: a pid file that is a FIFO. open() without O_NONBLOCK waits for
+# a writer forever; each check runs in a thread so that a regression fails on the
+# join timeout instead of hanging the suite (the thread is then released by opening
+# the FIFO for writing).
+def _in_thread(fn: Any, fifo: Path) -> Any:
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the test below
+            box["error"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(5.0)
+    if t.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # release the blocked open
+        t.join(5.0)
+        pytest.fail("reading the pid file blocked on the FIFO")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def test_a_fifo_pid_file_is_refused_at_startup_without_blocking(tmp_path: Path) -> None:
+    from tickscope.collectors.engine.finder import PidFileError, check_pid_file
+
+    fifo = tmp_path / "engine.pid"
+    os.mkfifo(fifo)
+    with pytest.raises(PidFileError) as info:
+        _in_thread(lambda: check_pid_file(str(fifo)), fifo)
+    assert str(info.value) == f"pid file {fifo} is a FIFO, not a regular file"
+
+
+def test_a_fifo_pid_file_is_an_error_each_collection_and_not_ready(tmp_path: Path) -> None:
+    fifo = tmp_path / "engine.pid"
+    os.mkfifo(fifo)
+    c = collector(PROC, pid_file=str(fifo))
+    message = f"engine process 'engine': pid file {fifo} is a FIFO, not a regular file"
+    for _ in range(2):
+        result = _in_thread(c.collect, fifo)
+        assert (result.errors, series(result)) == ([message], DOWN)
+        assert c.readiness() == {
+            "engine:engine": f"engine process 'engine' (pid file {fifo}) not running: "
+            f"pid file {fifo} is a FIFO, not a regular file"
+        }
+    # Replaced by a regular file naming the worker: up again, and the reason is gone.
+    fifo.unlink()
+    fifo.write_text("4194401\n")
+    result = c.collect()
+    assert (result.errors, series(result)) == ([], WORKER)
+    assert c.readiness() == {"engine:engine": None}

@@ -13,7 +13,13 @@ import os
 import sys
 from collections.abc import Sequence
 
-from tickscope.agent.config import Config, ConfigError, load_config
+from tickscope.agent.config import (
+    DEFAULT_MAX_CONFIG_BYTES,
+    DEFAULT_MAX_CONFIG_DEPTH,
+    Config,
+    ConfigError,
+    load_config,
+)
 from tickscope.agent.logs import setup_logging
 from tickscope.agent.version import __version__
 from tickscope.core.errors import StartupError
@@ -25,6 +31,34 @@ EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 
 log = logging.getLogger("tickscope")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
+    return value
+
+
+def _config_bounds(command: argparse.ArgumentParser) -> None:
+    # The bounds on the config file itself: they cannot be settings in the file.
+    command.add_argument(
+        "--config-max-bytes",
+        type=_positive,
+        default=DEFAULT_MAX_CONFIG_BYTES,
+        metavar="N",
+        help="refuse a config file larger than this (default: %(default)s, 1 MiB)",
+    )
+    command.add_argument(
+        "--config-max-depth",
+        type=_positive,
+        default=DEFAULT_MAX_CONFIG_DEPTH,
+        metavar="N",
+        help="refuse YAML or env JSON nested deeper than this (default: %(default)s)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="overrides logging.level"
     )
+    _config_bounds(run)
 
     check = sub.add_parser(
         "check-config", help="validate a config file (with TICKSCOPE_* env overrides) and exit"
@@ -54,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--print", action="store_true", help="print the effective config as YAML when valid"
     )
+    _config_bounds(check)
 
     sub.add_parser("config-reference", help="print the configuration reference (Markdown)")
     sub.add_parser("version", help="print the version")
@@ -70,7 +106,9 @@ def _report(problems: Sequence[str], source: str | None) -> None:
 
 def _check_config(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.file)
+        config = load_config(
+            args.file, max_bytes=args.config_max_bytes, max_depth=args.config_max_depth
+        )
     except ConfigError as exc:
         _report(exc.problems, args.file)
         return EXIT_CONFIG
@@ -85,7 +123,9 @@ def _check_config(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.config)
+        config = load_config(
+            args.config, max_bytes=args.config_max_bytes, max_depth=args.config_max_depth
+        )
     except ConfigError as exc:
         # Logging is not set up yet (its config is among what failed): plain stderr.
         _report(exc.problems, args.config)

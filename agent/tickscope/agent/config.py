@@ -9,16 +9,26 @@ Unknown keys are errors, in the file and in env vars under a known section.
 Env vars whose first part is not a section are ignored: Kubernetes injects
 TICKSCOPE_PORT, TICKSCOPE_SERVICE_HOST, ... into pods when a Service is named
 tickscope, and those must not stop the sidecar from starting.
+
+What is read is bounded before it is parsed, so that check-config answers every
+input with a one-line message and exit 2, never a traceback or an exhausted
+memory: the file must be a regular file (not /dev/zero or a FIFO) of at most
+DEFAULT_MAX_CONFIG_BYTES, and neither YAML nor env JSON may nest deeper than
+DEFAULT_MAX_CONFIG_DEPTH (PyYAML's composer and json recurse, and raised
+RecursionError thousands of levels down). Both are flags of `run` and
+`check-config` (--config-max-bytes, --config-max-depth): they bound the file
+itself, so they cannot live in it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
+import sys
 import types
 import typing
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Self
 
 import yaml
@@ -35,10 +45,25 @@ from tickscope.exporters.forward import ForwardConfig
 from tickscope.exporters.otlpmetrics import MetricsConfig
 from tickscope.receivers.config import ReceiverConfig
 
-__all__ = ["Config", "ConfigError", "LimitsConfig", "load_config"]
+__all__ = [
+    "DEFAULT_MAX_CONFIG_BYTES",
+    "DEFAULT_MAX_CONFIG_DEPTH",
+    "Config",
+    "ConfigError",
+    "LimitsConfig",
+    "load_config",
+]
 
 ENV_PREFIX = "TICKSCOPE_"
 ENV_NESTING = "__"
+
+# The largest config file read: 1 MiB. The reference config with every key set is
+# about 6 KiB; a file a hundred times larger is a mistake (or /dev/zero).
+DEFAULT_MAX_CONFIG_BYTES = 1 << 20
+# The deepest nesting of mappings and lists, counted from the top level: 32. The
+# deepest key the models have is 4 levels down (engine.processes[0].cmdline);
+# PyYAML's composer recursed into RecursionError at ~1,000 levels.
+DEFAULT_MAX_CONFIG_DEPTH = 32
 
 
 class LimitsConfig(StrictModel):
@@ -98,16 +123,45 @@ class ConfigError(Exception):
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects a key given twice in one mapping: PyYAML would
-    silently keep the last, and a config that says two things means neither."""
+    """SafeLoader that rejects a key given twice in one mapping (PyYAML would
+    silently keep the last, and a config that says two things means neither), an
+    unhashable key, a node nested deeper than `max_depth` and an integer too long
+    to convert, each as a YAMLError with its position."""
+
+    max_depth = DEFAULT_MAX_CONFIG_DEPTH
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        # The composer recurses once per level; refuse before Python's stack runs out.
+        if self._depth >= self.max_depth and not self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"nested deeper than {self.max_depth} levels",
+                self.peek_event().start_mark,  # type: ignore[no-untyped-call]
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node)
+        mark = key_node.start_mark
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"a {type(key).__name__} cannot be a key; keys are names such as port",
+                mark,
+            ) from None
         if key in seen:
-            mark = key_node.start_mark
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark
             )
@@ -115,23 +169,94 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict
     return loader.construct_mapping(node)
 
 
+def _construct_int(loader: _UniqueKeyLoader, node: yaml.ScalarNode) -> int:
+    try:
+        return loader.construct_yaml_int(node)
+    except ValueError:
+        # int() refuses more than sys.get_int_max_str_digits() digits (4300) with a
+        # ValueError that PyYAML does not turn into a YAMLError.
+        raise yaml.constructor.ConstructorError(
+            None,
+            None,
+            f"integer of {len(str(node.value))} characters is too long "
+            f"(at most {sys.get_int_max_str_digits()} digits)",
+            node.start_mark,
+        ) from None
+
+
 _UniqueKeyLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
     _construct_mapping,
 )
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
-def read_yaml(path: str) -> dict[str, Any]:
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _read_bounded(path: str, max_bytes: int) -> bytes:
+    """At most `max_bytes` of the regular file at `path`, or ConfigError.
+
+    Read whole, /dev/zero never ends; a FIFO blocks until a writer comes. The path
+    is stat'ed first, then opened O_NONBLOCK and checked again on the descriptor
+    (it may be swapped in between), and at most max_bytes + 1 bytes are read, so a
+    file that grows meanwhile is still caught.
+    """
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError([f"{path}: is {_file_kind(st.st_mode)}, not a regular file"])
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise ConfigError([f"{path}: is {_file_kind(mode)}, not a regular file"])
+            chunks: list[bytes] = []
+            left = max_bytes + 1
+            while left > 0:
+                chunk = os.read(fd, min(left, 1 << 16))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                left -= len(chunk)
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         raise ConfigError([f"{path}: no such file"]) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError([f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    raw = b"".join(chunks)
+    if len(raw) > max_bytes:
+        raise ConfigError(
+            [f"{path}: larger than {max_bytes} bytes (the limit; see --config-max-bytes)"]
+        )
+    return raw
+
+
+def read_yaml(
+    path: str,
+    max_bytes: int = DEFAULT_MAX_CONFIG_BYTES,
+    max_depth: int = DEFAULT_MAX_CONFIG_DEPTH,
+) -> dict[str, Any]:
+    raw = _read_bounded(path, max_bytes)
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
+    loader: _UniqueKeyLoader | None = None
+    try:
+        loader = _UniqueKeyLoader(text)  # its Reader refuses control characters here
+        loader.max_depth = max_depth
+        data = loader.get_single_data()
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)
@@ -139,6 +264,9 @@ def read_yaml(path: str) -> dict[str, Any]:
             where = f" at line {mark.line + 1}, column {mark.column + 1}"
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([f"{path}: not valid YAML{where}: {problem}"]) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     if data is None:
         return {}  # an empty file means "all defaults"
     if not isinstance(data, dict):
@@ -148,7 +276,55 @@ def read_yaml(path: str) -> dict[str, Any]:
     return data
 
 
-def env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+def _json_depth(text: str) -> int:
+    """How deep `text`'s brackets nest, outside strings: checked before json.loads,
+    whose decoder recurses once per level."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def _too_deep(data: Any, max_depth: int) -> bool:
+    """Whether mappings and lists in `data` nest deeper than `max_depth`. YAML aliases
+    can nest deeper than any one composed node (&b [*a], &c [*b], ...) and share
+    nodes, so each container is measured once (by id) and the walk is iterative."""
+    height: dict[int, int] = {}
+    stack: list[tuple[Any, bool]] = [(data, False)]
+    while stack:
+        node, done = stack.pop()
+        if not isinstance(node, dict | list) or (not done and id(node) in height):
+            continue
+        children = list(node.values()) if isinstance(node, dict) else node
+        if done:
+            h = 1 + max((height.get(id(c), 0) for c in children), default=0)
+            if h > max_depth:
+                return True
+            height[id(node)] = h
+        else:
+            height[id(node)] = 0  # in progress: a cycle (only via aliases) counts as 0
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if isinstance(c, dict | list))
+    return False
+
+
+def env_overrides(
+    environ: Mapping[str, str], max_depth: int = DEFAULT_MAX_CONFIG_DEPTH
+) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
     """The nested dict the env vars describe, and which var set each path."""
     tree: dict[str, Any] = {}
     origin: dict[tuple[str, ...], str] = {}
@@ -161,11 +337,23 @@ def env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tupl
         raw = environ[var]
         value: Any = raw
         if raw.lstrip()[:1] in ("[", "{"):
+            # The variable's own path counts: its JSON starts len(path) - 1 levels down.
+            allowed = max_depth - (len(path) - 1)
+            if _json_depth(raw) > allowed:
+                raise ConfigError([f"{var}: JSON nested deeper than {max_depth} levels in all"])
             try:
                 value = json.loads(raw)
             except json.JSONDecodeError as exc:
                 raise ConfigError(
                     [f"{var}: not valid JSON: {exc.msg} at column {exc.colno}"]
+                ) from None
+            except ValueError:
+                # int() refuses more than 4300 digits, outside JSONDecodeError.
+                raise ConfigError(
+                    [
+                        f"{var}: not valid JSON: an integer longer than "
+                        f"{sys.get_int_max_str_digits()} digits"
+                    ]
                 ) from None
         node = tree
         for key in path[:-1]:
@@ -194,7 +382,7 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + part
+            out += ("." if out else "") + str(part)
     return out or "(top level)"
 
 
@@ -243,12 +431,24 @@ def _problems(exc: ValidationError, origin: Mapping[tuple[str, ...], str]) -> li
     return problems
 
 
-def load_config(path: str | None = None, environ: Mapping[str, str] | None = None) -> Config:
-    """Build the configuration, or raise ConfigError listing every problem."""
+def load_config(
+    path: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    max_bytes: int = DEFAULT_MAX_CONFIG_BYTES,
+    max_depth: int = DEFAULT_MAX_CONFIG_DEPTH,
+) -> Config:
+    """Build the configuration, or raise ConfigError listing every problem.
+
+    `max_bytes` bounds the file, `max_depth` the nesting of the file, of each env
+    JSON value and of the two merged (see the module docstring)."""
     env = os.environ if environ is None else environ
-    data = read_yaml(path) if path else {}
-    overrides, origin = env_overrides(env)
+    data = read_yaml(path, max_bytes, max_depth) if path else {}
+    overrides, origin = env_overrides(env, max_depth)
+    merged = _merge(data, overrides)
+    if _too_deep(merged, max_depth):
+        raise ConfigError([f"{path or 'the configuration'}: nested deeper than {max_depth} levels"])
     try:
-        return Config.model_validate(_merge(data, overrides))
+        return Config.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_problems(exc, origin)) from None

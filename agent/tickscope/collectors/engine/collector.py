@@ -72,6 +72,10 @@ class _Watched:
     identity: tuple[int, float] | None = None  # (pid, create_time) of the last one seen
     restarts: int = 0
     up: bool = False
+    # Why the process was last found down, when the finder could say (a pid file
+    # that is not a regular file, or holds no PID); shown in readiness (status.py's
+    # EngineProcessStatus has no field for it yet).
+    reason: str | None = None
     # Which optional reads were denied, so the warning is logged once, not per interval.
     denied: set[str] = field(default_factory=set)
 
@@ -96,10 +100,14 @@ class EngineProcessCollector:
         errors: list[str] = []
         for w in self._watched:
             name = w.config.name
+            w.reason = None
             try:
                 self._locate(w)
             except PidFileError as exc:
+                # Counted in tickscope_collect_errors_total{collector="engine_process"}
+                # (one per collection it lasts); the process is reported down.
                 errors.append(f"engine process {name!r}: {exc}")
+                w.reason = str(exc)
                 w.proc = None
             w.up = False
             if w.proc is not None:
@@ -221,6 +229,7 @@ class EngineProcessCollector:
                 None
                 if w.up
                 else f"engine process {w.config.name!r} ({w.config.describe_match()}) not running"
+                + (f": {w.reason}" if w.reason else "")
             )
             for w in self._watched
             if w.config.required
