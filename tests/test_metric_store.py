@@ -100,9 +100,20 @@ class Case:
     check_openmetrics: bool = True
 
 
+# The OpenMetrics UNIT of the families in these tables that have one (the family name
+# ends with the unit's words, as OpenMetrics requires).
+OPENMETRICS_UNITS = {
+    "sent_bytes": "bytes",
+    "latency_seconds": "seconds",
+    "rpc_latency_seconds": "seconds",
+    "cache_size_kilobytes": "kilobytes",
+}
+
+
 def openmetrics_of(lines: Sequence[str]) -> list[str]:
     """Text-format lines as OpenMetrics writes them: a counter's family (its HELP
-    and TYPE) is named without _total; its samples keep it."""
+    and TYPE) is named without _total, its samples keep it; a family with a unit
+    gets a UNIT line after its TYPE; target_info is the info family `target`."""
     counters = {
         line.split()[2]
         for line in lines
@@ -114,7 +125,14 @@ def openmetrics_of(lines: Sequence[str]) -> list[str]:
         if line.startswith(("# HELP ", "# TYPE ")) and parts[2] in counters:
             parts[2] = parts[2].removesuffix("_total")
             line = " ".join(parts)
+        if line == "# TYPE target_info gauge":
+            line = "# TYPE target info"
+        elif line.startswith("# HELP target_info "):
+            line = "# HELP target " + line.removeprefix("# HELP target_info ")
         out.append(line)
+        family = line.split(" ")[2] if line.startswith("# TYPE ") else ""
+        if family in OPENMETRICS_UNITS:
+            out.append(f"# UNIT {family} {OPENMETRICS_UNITS[family]}")
     return out
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["label_name", "metric_name", "unit_words"]
+__all__ = ["label_name", "metric_name", "openmetrics_unit", "unit_words"]
 
 UNITS = {
     "d": "days", "h": "hours", "min": "minutes", "s": "seconds", "ms": "milliseconds",
@@ -96,6 +96,17 @@ def metric_name(name: str, unit: str, kind: str) -> str:
     if result and result[0].isdigit():
         result = "_" + result
     return result
+
+
+def openmetrics_unit(name: str, unit: str, kind: str) -> str:
+    """The OpenMetrics UNIT of a family named `name` (its samples' name; a counter's
+    with _total), or "" for none: the unit's words ("bytes", "bytes_per_second") when
+    the family name ends with them, as OpenMetrics requires of a UNIT. Unit 1 and
+    annotations give none."""
+    main, per = unit_words(unit)
+    words = "_".join([*main, *per])
+    family = name.removesuffix("_total") if kind == "counter" else name
+    return words if words and family.endswith("_" + words) else ""
 
 
 def label_name(key: str) -> str:

@@ -22,7 +22,12 @@ __all__ = ["render_family", "render_targets"]
 
 
 def render_targets(out: list[str], targets: Any, openmetrics: bool) -> None:
-    help_lines(out, "target_info", "gauge", "Target metadata", openmetrics)
+    if openmetrics:
+        # The specification: target_info is an info-typed family `target` in OpenMetrics
+        # (its samples keep the name target_info); the text format has no info type.
+        out.append("# HELP target Target metadata\n# TYPE target info\n")
+    else:
+        help_lines(out, "target_info", "gauge", "Target metadata", openmetrics)
     for labels, _ in targets:
         out.append(f"target_info{{{labels}}} 1.0\n")
 
@@ -35,8 +40,12 @@ def render_family(
     streams: Any,
     openmetrics: bool,
     max_exponential_buckets: int,
+    unit: str = "",
 ) -> None:
     help_lines(out, name, kind, escape_help(doc or name), openmetrics)
+    if openmetrics and unit:
+        family = name.removesuffix("_total") if kind == "counter" else name
+        out.append(f"# UNIT {family} {unit}\n")
     for stream in streams:
         labels = stream.labels
         if kind == "gauge":

@@ -26,7 +26,7 @@ from tickscope.exporters.otlpmetrics.accumulator import (
     Value,
 )
 from tickscope.exporters.otlpmetrics.config import MetricsConfig
-from tickscope.exporters.otlpmetrics.names import metric_name
+from tickscope.exporters.otlpmetrics.names import metric_name, openmetrics_unit
 from tickscope.exporters.otlpmetrics.render import render_family, render_targets
 from tickscope.exporters.otlpmetrics.resource import Labeler
 from tickscope.exposition.text import sample_names, sorted_label_text
@@ -46,11 +46,12 @@ RESERVED_PREFIXES = (
     "target_info",
 )  # fmt: skip
 # prometheus_client's process collector, by every name its families claim: a counter
-# is `process_cpu_seconds` in OpenMetrics, so an OTLP gauge of that name would clash.
+# is `process_cpu_seconds` in OpenMetrics, so an OTLP gauge of that name would clash;
+# and `target`, target_info's OpenMetrics family (an info).
 RESERVED_NAMES = frozenset(
     {
         "process_cpu_seconds_total", "process_cpu_seconds", "process_cpu_seconds_created",
-        "process_virtual_memory_bytes", "process_resident_memory_bytes",
+        "process_virtual_memory_bytes", "target", "process_resident_memory_bytes",
         "process_start_time_seconds", "process_open_fds", "process_max_fds",
     }
 )  # fmt: skip
@@ -75,9 +76,16 @@ def claimed_names(name: str, kind: str) -> frozenset[str]:
 
 class _Family:
     def __init__(
-        self, name: str, kind: str, help_text: str, factory: type[Stream], memory: int
+        self,
+        name: str,
+        kind: str,
+        help_text: str,
+        factory: type[Stream],
+        memory: int,
+        unit: str = "",
     ) -> None:
         self.name = name
+        self.unit = unit  # the OpenMetrics UNIT, "" for none
         self.kind = kind  # gauge | counter | histogram | summary
         self.help = help_text
         self.factory = factory
@@ -203,7 +211,12 @@ class MetricStore:
                 )
                 return None
             family = self._families[name] = _Family(
-                name, kind, metric.description, factory, 10 * self.config.max_series_per_metric
+                name,
+                kind,
+                metric.description,
+                factory,
+                10 * self.config.max_series_per_metric,
+                openmetrics_unit(name, metric.unit, kind),
             )
             for c in family.claims:
                 self._claims[c] = name
@@ -359,4 +372,5 @@ class MetricStore:
                 family.streams.values(),
                 openmetrics,
                 self.config.max_exponential_buckets,
+                family.unit,
             )
