@@ -11,6 +11,8 @@ no-explicit-bounds histograms of defect 12, which got 500 / INTERNAL.
 
 from __future__ import annotations
 
+import decimal
+import random
 from typing import Any
 
 import grpc
@@ -28,6 +30,7 @@ from helpers.binaries import promtool_check_metrics
 from helpers.otlp_metrics import exemplar, histogram, histogram_point, hostile_request, request
 from helpers.sidecar import SidecarProcess, StartSidecar, http_post, sample_value
 from tickscope.exporters.otlpmetrics import MetricsConfig, MetricStore
+from tickscope.exporters.otlpmetrics.expohisto import BoundCache, bound
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 METHOD = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
@@ -188,3 +191,22 @@ def test_hostile_request_over_http_and_grpc(sidecar: SidecarProcess) -> None:
         assert scrape.status == 200
         check_exposition(scrape.text, openmetrics)
     assert sidecar.get("/healthz").status == 200
+
+
+def test_exponential_bounds_exact_and_cache_bounded() -> None:
+    """Every le is 2^(k/2^scale) correctly rounded (a 60-digit decimal, rounded once,
+    is the reference), past-the-largest-double bounds are inf and tiny ones 0.0, and
+    the bound cache never holds more than its limit."""
+    context = decimal.Context(prec=60, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)
+    cache = BoundCache(16)
+    rng = random.Random(11)  # fixed: the same pairs every run
+    for _ in range(2000):
+        scale = rng.randint(-10, 20)
+        k = rng.randint(-1000 << max(scale, 0), 1000 << max(scale, 0))
+        exponent = context.divide(decimal.Decimal(k), decimal.Decimal(2) ** scale)
+        expected = float(context.power(decimal.Decimal(2), exponent))
+        assert bound(scale, k, cache) == expected, (scale, k)
+        assert len(cache._values) <= 16
+    assert bound(0, -1) == 0.5 and bound(1, 2) == 2.0 and bound(3, 8) == 2.0
+    assert bound(0, 1024) == float("inf") and bound(-10, 1) == float("inf")
+    assert bound(0, -1075) == 0.0 and bound(0, -1074) == 5e-324

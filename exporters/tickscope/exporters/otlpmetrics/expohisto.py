@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import collections
 import decimal
-import functools
 import math
 from typing import Any
 
 __all__ = [
     "MAX_SCALE",
     "MIN_SCALE",
+    "BoundCache",
     "bound",
     "buckets_of",
     "downscale",
@@ -65,7 +65,34 @@ def merge(
     return to, merged
 
 
-def bound(scale: int, k: int) -> float:
+class BoundCache:
+    """Correctly rounded 2^(r / 2^scale) mantissas (0 < r < 2^scale), remembered: each
+    costs ~31 us of 25-digit decimal arithmetic, and a scrape renders every bucket
+    again. At most `limit` entries (~150 bytes each: 16,384 measured at ~2.5 MB); when
+    full it starts over, so a stream of distinct buckets costs time, never memory."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._values: dict[tuple[int, int], float] = {}
+
+    def mantissa(self, scale: int, r: int) -> float:
+        key = (scale, r)
+        value = self._values.get(key)
+        if value is None:
+            # float ** is not correctly rounded: 11 of 20,000 random (scale, r) pairs
+            # were 1 ulp off against a 60-digit decimal; this 25-digit one, 0 of them.
+            value = float(_DECIMAL.power(_TWO, _DECIMAL.divide(decimal.Decimal(r), 1 << scale)))
+            if len(self._values) >= self.limit:
+                self._values.clear()
+            self._values[key] = value
+        return value
+
+
+# For callers without a store (tests, tools); the store passes its own, sized by config.
+DEFAULT_CACHE = BoundCache(16_384)
+
+
+def bound(scale: int, k: int, cache: BoundCache = DEFAULT_CACHE) -> float:
     """2^(k / 2^scale), correctly rounded; inf past the largest double, 0.0 below the
     smallest. Computed for each bound on its own, never as base**k: with base already
     rounded the error compounds (scale 1 gave 2.0000000000000004 for 2)."""
@@ -82,24 +109,21 @@ def bound(scale: int, k: int) -> float:
     if q >= _MIN_NORMAL:
         # The mantissa in [1, 2) is correctly rounded, and scaling it by 2^q is exact
         # in the normal range; 2^q * m < 2^1024 for q = 1023 since m < 2.
-        return math.ldexp(_mantissa(scale, r), q)
+        return math.ldexp(cache.mantissa(scale, r), q)
     # Subnormal results: scaling a rounded mantissa would round twice.
     return float(_DECIMAL.power(_TWO, _DECIMAL.divide(decimal.Decimal(k), 1 << scale)))
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def _mantissa(scale: int, r: int) -> float:
-    """2^(r / 2^scale) for 0 < r < 2^scale, correctly rounded. float ** is not: 11 of
-    20,000 random (scale, r) pairs were 1 ulp off against a 60-digit decimal, and 0 with
-    the 25-digit decimal used here (~31 us a call, so cached: at most 64k bounds)."""
-    return float(_DECIMAL.power(_TWO, _DECIMAL.divide(decimal.Decimal(r), 1 << scale)))
-
-
-def representable(scale: int, positive: dict[int, float], negative: dict[int, float]) -> bool:
+def representable(
+    scale: int,
+    positive: dict[int, float],
+    negative: dict[int, float],
+    cache: BoundCache = DEFAULT_CACHE,
+) -> bool:
     """Whether every populated bucket holds doubles at all: a bucket whose nearer bound
     (b^index) is past the largest double holds none, so no le can be written for it."""
     top = max((*positive, *negative), default=None)
-    return top is None or not math.isinf(bound(scale, top))
+    return top is None or not math.isinf(bound(scale, top, cache))
 
 
 def le_buckets(
@@ -109,6 +133,7 @@ def le_buckets(
     zero_threshold: float,
     zero_count: float,
     max_buckets: int,
+    cache: BoundCache = DEFAULT_CACHE,
 ) -> tuple[list[float], list[float]]:
     """(le bounds, counts per bucket), strictly ascending; one count more than bounds,
     the last the +Inf bucket's own:
@@ -123,15 +148,15 @@ def le_buckets(
         positive, negative, scale = downscale(positive, 1), downscale(negative, 1), scale - 1
     pairs: list[tuple[float, float]] = []
     for index in sorted(negative, reverse=True):  # most negative first
-        if bound(scale, index + 1) <= zero_threshold:
+        if bound(scale, index + 1, cache) <= zero_threshold:
             zero_count += negative[index]  # [-b^(i+1), -b^i) inside [-t, t]
         else:
-            pairs.append((-bound(scale, index), negative[index]))
+            pairs.append((-bound(scale, index, cache), negative[index]))
     pairs.append((zero_threshold, zero_count))
     zero = len(pairs) - 1
     infinite = 0.0
     for index in sorted(positive):
-        upper = bound(scale, index + 1)
+        upper = bound(scale, index + 1, cache)
         if math.isinf(upper):
             infinite += positive[index]  # (b^i, 2^1024): +Inf only
             continue

@@ -41,6 +41,7 @@ def render_family(
     openmetrics: bool,
     max_exponential_buckets: int,
     unit: str = "",
+    cache: expohisto.BoundCache = expohisto.DEFAULT_CACHE,
 ) -> None:
     help_lines(out, name, kind, escape_help(doc or name), openmetrics)
     if openmetrics and unit:
@@ -64,11 +65,16 @@ def render_family(
                 # OpenMetrics's _sum is counter-like: a negative one is left out there.
                 out.append(f"{name}_sum{braces(labels)} {format_value(stream.sum)}\n")
         else:
-            _histogram(out, name, stream, openmetrics, max_exponential_buckets)
+            _histogram(out, name, stream, openmetrics, max_exponential_buckets, cache)
 
 
 def _histogram(
-    out: list[str], name: str, stream: Any, openmetrics: bool, max_exponential_buckets: int
+    out: list[str],
+    name: str,
+    stream: Any,
+    openmetrics: bool,
+    max_exponential_buckets: int,
+    cache: expohisto.BoundCache,
 ) -> None:
     labels = stream.labels
     exemplars: list[Exemplar | None]
@@ -80,6 +86,7 @@ def _histogram(
             stream.zero_threshold,
             stream.zero_count,
             max_exponential_buckets,
+            cache,
         )
         total, summed, has_sum = stream.count, stream.sum, True
         exemplars = [None] * len(counts)

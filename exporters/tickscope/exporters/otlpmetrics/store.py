@@ -16,7 +16,7 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from tickscope.core.consumer import IngestResult
-from tickscope.exporters.otlpmetrics import accumulator, validate
+from tickscope.exporters.otlpmetrics import accumulator, expohisto, validate
 from tickscope.exporters.otlpmetrics.accumulator import (
     Exponential,
     Histogram,
@@ -127,6 +127,7 @@ class MetricStore:
         # Each name a family claims (claimed_names) -> that family's name.
         self._claims: dict[str, str] = {}
         self._labeler = Labeler()
+        self._bounds = expohisto.BoundCache(config.exponential_bound_cache)
         self._last_expiry = clock()
         self._expiry_every = min(30.0, config.stale_after / 10)
         Gauge(
@@ -280,7 +281,7 @@ class MetricStore:
                 family.streams.pop(key, None)  # the stream ended: no stale value is served
                 result.accepted += 1
                 continue
-            invalid = validate.check(point, data, family.kind)
+            invalid = validate.check(point, data, family.kind, self._bounds)
             if invalid is not None:
                 result.reject(invalid[0], 1, f"{metric.name}: {invalid[1]}")
                 continue
@@ -373,4 +374,5 @@ class MetricStore:
                 openmetrics,
                 self.config.max_exponential_buckets,
                 family.unit,
+                self._bounds,
             )

@@ -41,9 +41,12 @@ def _number(point: Any) -> float:
     return point.as_double if point.WhichOneof("value") == "as_double" else float(point.as_int)
 
 
-def check(point: Any, data: str, kind: str) -> tuple[str, str] | None:
+def check(
+    point: Any, data: str, kind: str, cache: expohisto.BoundCache = expohisto.DEFAULT_CACHE
+) -> tuple[str, str] | None:
     """(reason, why) for a point that cannot be served; None for one that can.
-    `data` is the metric's oneof, `kind` its Prometheus type."""
+    `data` is the metric's oneof, `kind` its Prometheus type; `cache` the store's
+    exponential bounds."""
     if data == "sum" and kind == "counter":
         value = _number(point)
         if math.isnan(value) or value < 0:
@@ -51,7 +54,7 @@ def check(point: Any, data: str, kind: str) -> tuple[str, str] | None:
     elif data == "histogram":
         return _histogram(point)
     elif data == "exponential_histogram":
-        return _exponential(point)
+        return _exponential(point, cache)
     elif data == "summary":
         return _summary(point)
     return None
@@ -74,7 +77,7 @@ def _histogram(point: Any) -> tuple[str, str] | None:
     return None
 
 
-def _exponential(point: Any) -> tuple[str, str] | None:
+def _exponential(point: Any, cache: expohisto.BoundCache) -> tuple[str, str] | None:
     scale = point.scale
     if not expohisto.MIN_SCALE <= scale <= expohisto.MAX_SCALE:
         return INVALID_BUCKETS, f"scale {scale} outside [-10, 20]"
@@ -87,7 +90,7 @@ def _exponential(point: Any) -> tuple[str, str] | None:
     total += sum(point.negative.bucket_counts)
     if total != point.count:
         return INVALID_BUCKETS, f"count {point.count} is not the buckets' total {total}"
-    if not expohisto.representable(scale, positive, negative):
+    if not expohisto.representable(scale, positive, negative, cache):
         return INVALID_BUCKETS, f"buckets past the largest double at scale {scale}"
     if math.isnan(point.sum):
         return INVALID_VALUE, "a histogram's sum is NaN"
