@@ -18,17 +18,24 @@ Types:
   histograms need its protobuf exposition, which this text endpoint does not
   serve, so (as the spec allows) each populated bucket becomes an `le` bucket:
   positive bucket i of scale s covers (b^i, b^(i+1)] with b = 2^(2^-s), and its
-  `le` is b^(i+1); negative bucket i covers [-b^(i+1), -b^i), `le` -b^i; the zero
-  bucket's `le` is the zero threshold. Delta points are merged exactly (both
+  `le` is 2^((i+1)/2^s), correctly rounded (expohisto.bound); negative bucket i
+  covers [-b^(i+1), -b^i), `le` -b^i; the zero bucket's `le` is the zero threshold
+  (buckets inside it count in it; a bucket past 2^1024 counts in +Inf only). Delta points are merged exactly (both
   downscaled to the smaller scale, as the SDK merges them); past
   `max_exponential_buckets` buckets a histogram is downscaled until it fits.
 - Summary -> summary (quantile series, _count, _sum).
 
 Labels: the point's attributes (names.label_name; keys that
-collide are merged, values joined with ";" in the order of the original keys),
-otel_scope_name / otel_scope_version, and job / instance from the resource
-(service.namespace/service.name, service.instance.id), which override
-attributes of the same name. The rest of the resource goes to target_info.
+collide are merged, values joined with ";" in the order of the original keys;
+le, quantile and __* renamed key_*; values by resource.label_value),
+otel_scope_name / otel_scope_version / otel_scope_schema_url / otel_scope_<attr>,
+and job / instance from the resource (service.namespace/service.name,
+service.instance.id), which override attributes of the same name. The rest of the
+resource goes to target_info (the info family `target` in OpenMetrics).
+
+Points that would make an exposition invalid are refused at ingest (validate.py),
+never stored, so render cannot fail; one name belongs to one family in both
+formats (store.claimed_names).
 
 Exemplars of histograms and monotonic sums are kept (trace_id, span_id) and
 served with OpenMetrics: per bucket, the newest. A point flagged
