@@ -133,7 +133,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         # The composer recurses once per level; refuse before Python's stack runs out.
-        if self._depth >= self.max_depth and not self.check_event(yaml.AliasEvent):
+        # Mappings and lists count (scalars nest nothing), as in _too_deep.
+        if not self.check_event(yaml.MappingStartEvent, yaml.SequenceStartEvent):
+            return super().compose_node(parent, index)
+        if self._depth >= self.max_depth:
             raise yaml.composer.ComposerError(
                 None,
                 None,
@@ -337,8 +340,9 @@ def env_overrides(
         raw = environ[var]
         value: Any = raw
         if raw.lstrip()[:1] in ("[", "{"):
-            # The variable's own path counts: its JSON starts len(path) - 1 levels down.
-            allowed = max_depth - (len(path) - 1)
+            # The variable's own path counts: the top level and each section or key
+            # above its value are len(path) mappings, so its JSON starts below them.
+            allowed = max_depth - len(path)
             if _json_depth(raw) > allowed:
                 raise ConfigError([f"{var}: JSON nested deeper than {max_depth} levels in all"])
             try:
