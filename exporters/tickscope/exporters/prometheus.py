@@ -4,6 +4,7 @@ for a scrape with content negotiation (text 0.0.4 or OpenMetrics 1.0) and gzip."
 from __future__ import annotations
 
 import gzip
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -20,12 +21,16 @@ from prometheus_client.registry import Collector
 
 from tickscope.exposition.text import RenderedFamilies
 
-__all__ = ["Exposition", "new_registry", "render"]
+__all__ = ["Exposition", "negotiable", "negotiate", "new_registry", "render"]
 
 # Level 1 compresses exposition text ~8x, within a few percent of level 9, at a
 # fraction of the CPU; the scrape is served on the event loop.
 _GZIP_LEVEL = 1
 _EOF = b"# EOF\n"
+# A version parameter client_python can compare: dotted digits. Anything else
+# ("bogus", "1.0.0-rc1", a quoted "1.0.0") makes its choose_encoder raise TypeError (a 500 on
+# every scrape that sends it), so such media ranges are dropped first.
+_VERSION = re.compile(r"^\s*version\s*=\s*\d{1,9}(?:\.\d{1,9}){0,3}\s*$")
 
 
 def new_registry() -> CollectorRegistry:
@@ -59,7 +64,7 @@ def render(
     `names` restricts the output to those metric families, as client_python's
     own handler does for `?name[]=...`.
     """
-    encoder, content_type = choose_encoder(accept)
+    encoder, content_type = choose_encoder(negotiable(accept))
     wanted = frozenset(names)
     body = encoder(_Only(registry, wanted) if wanted else registry)
     if rendered:
@@ -76,6 +81,29 @@ def render(
     if gzip_accepted(accept_encoding):
         return Exposition(gzip.compress(body, compresslevel=_GZIP_LEVEL), content_type, "gzip")
     return Exposition(body, content_type, None)
+
+
+def negotiate(accept: str = "", accept_encoding: str = "") -> tuple[str, bool]:
+    """The Content-Type `render` answers these headers with, and whether it gzips:
+    what a cached exposition is keyed on, found without rendering."""
+    return choose_encoder(negotiable(accept))[1], gzip_accepted(accept_encoding)
+
+
+def negotiable(accept: str) -> str:
+    """`accept` without the media ranges whose version cannot be understood.
+
+    Prometheus's own exporters (client_golang's expfmt.Negotiate) skip a media
+    range with a version they do not know and fall back to the text format
+    when nothing is left; this does the same before client_python's
+    choose_encoder sees the header, so a bogus version never fails a scrape.
+    """
+    kept: list[str] = []
+    for media_range in accept.split(","):
+        params = media_range.split(";")[1:]
+        versions = [p for p in params if p.strip().lower().startswith("version")]
+        if all(_VERSION.match(p) for p in versions):
+            kept.append(media_range)
+    return ",".join(kept)
 
 
 class _Only(Collector):
