@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -189,3 +190,48 @@ def test_pid_file_and_optional_process(
 
     pid_file.unlink()
     s.wait_until(lambda: up(s) == 0, timeout=5, what="missing pid file means down")
+
+
+def test_a_pid_file_turned_fifo_is_down_with_the_reason_and_not_ready(
+    start_sidecar: StartSidecar, engine: Engine, tmp_path: Path
+) -> None:
+    # Issue 11, defect 11: a blocking open() of a FIFO hung the collection past the
+    # collect timeout, so the stale snapshot was dropped (every engine series gone)
+    # while readiness, never re-evaluated, stayed 200.
+    pid_file = tmp_path / "engine.pid"
+    proc = engine.start()
+    pid_file.write_text(f"{proc.pid}\n")
+    s = start_sidecar(
+        {
+            "engine": {
+                "interval": "0.5s",
+                "processes": [{"name": "engine", "pid_file": str(pid_file)}],
+            },
+            "limits": {"collect_timeout": "1s"},
+        }
+    )
+    s.wait_until(lambda: s.get("/readyz").status == 200, what="ready with the engine up")
+    assert (up(s), errors(s)) == (1, 0)
+
+    pid_file.unlink()
+    os.mkfifo(pid_file)
+    reason = (
+        f"engine process 'engine' (pid file {pid_file}) not running: "
+        f"pid file {pid_file} is a FIFO, not a regular file"
+    )
+    s.wait_until(lambda: s.get("/readyz").status == 503, timeout=5, what="not ready")
+    checks = {c["name"]: c for c in s.get("/readyz").json()["checks"]}
+    assert checks["engine:engine"] == {"name": "engine:engine", "ready": False, "reason": reason}
+    # Still served, reported down, and the refusal counted once per collection.
+    assert up(s) == 0
+    s.wait_for_log(
+        f"engine process 'engine': pid file {pid_file} is a FIFO, not a regular file",
+        collector="engine_process",
+    )
+    assert errors(s) > 0
+    assert s.get("/healthz").status == 200
+
+    pid_file.unlink()
+    pid_file.write_text(f"{proc.pid}\n")
+    s.wait_until(lambda: s.get("/readyz").status == 200, timeout=5, what="ready again")
+    assert up(s) == 1
