@@ -328,13 +328,17 @@ class SpanStream:
             read = trading.max_attributes
             attributes = pairs(signature[:read])
             if EXCHANGE in attributes:  # a ccxt span
-                attributes, truncated = trading.bound_labels(attributes)
+                limit = trading.max_label_value_length
+                exchange = cut_label_value(attributes[EXCHANGE], limit)
+                truncated = len(exchange) < len(attributes[EXCHANGE])
+                plan = trading.plan(attributes, status)
+                if plan is not None:
+                    plan, cut = trading.cut_labels(plan)
+                    truncated = truncated or cut
                 if truncated:
                     incs.append(trading.truncated_length.inc)
                 if len(signature) > read:
                     incs.append(trading.truncated_attributes.inc)
-                exchange = attributes[EXCHANGE]
-                plan = trading.plan(attributes, status)
                 rate_limited = attributes.keys() >= RATE_LIMIT_ATTRIBUTES
         shape = (series, _calls(incs), exchange, plan, rate_limited)
         if len(name) > self.max_label_value_length:

@@ -234,13 +234,29 @@ class TradingMetrics:
             flag = self.order_methods[method] = self._order_method(method) is not None
         return flag
 
-    def bound_labels(self, attrs: dict[str, str]) -> tuple[dict[str, str], bool]:
-        """`attrs` with every value cut to the label length limit, and whether one
-        was (SpanStream calls it once per span shape, before `plan`)."""
+    def cut_labels(self, plan: Plan) -> tuple[Plan, bool]:
+        """`plan` with every label value cut to the length limit, and whether one was.
+        SpanStream calls it once per span shape, after `plan` classified the span on
+        the values as sent (a cut error.type would no longer match the configured lists)."""
         limit = self.max_label_value_length
-        if all(len(value) <= limit for value in attrs.values()):
-            return attrs, False
-        return {key: cut_label_value(value, limit) for key, value in attrs.items()}, True
+        exchange, error_key, rate_limit_hit, order_key, latency_key = plan
+        values = (exchange, *(error_key or ()), *(order_key or ()))
+        if all(len(value) <= limit for value in values):
+            return plan, False
+
+        def cut(key: tuple[str, ...] | None) -> Any:
+            return None if key is None else tuple(cut_label_value(v, limit) for v in key)
+
+        return (
+            Plan(
+                cut_label_value(exchange, limit),
+                cut(error_key),
+                rate_limit_hit,
+                cut(order_key),
+                cut(latency_key),
+            ),
+            True,
+        )
 
     def plan(self, attrs: dict[str, str], status: int) -> Plan | None:
         """What `record` does with an exchange span of these attributes (keys ->
