@@ -15,6 +15,8 @@ REQUEST_REASONS = (
     "too_large",  # body over receiver.http.max_body_bytes (after decompression)
     "queue_full",  # the pipeline could not take it: retry later
     "shutting_down",
+    "client_disconnected",  # the client closed the connection mid-body (logged rate-limited)
+    "read_timeout",  # body not received within receiver.http.body_read_timeout: 408
     "internal",  # a bug; logged with its traceback
 )
 GRPC_REQUEST_REASONS = ("malformed", "queue_full", "shutting_down", "internal")

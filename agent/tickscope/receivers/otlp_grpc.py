@@ -79,12 +79,23 @@ class OTLPGRPCReceiver:
 
     async def start(self) -> None:
         limit = int(self.config.max_message_bytes)
+        config = self.config
+
+        def ms(seconds: float) -> int:
+            return max(1, round(seconds * 1000))
+
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", 4 * 1024 * 1024),
                 # One process per pod: never share the port with a second sidecar.
                 ("grpc.so_reuseport", 0),
+                # gRPC core's defaults keep a silent connection 120 s and an idle or
+                # half-sent one forever; these bound each (issue 11, defect 16).
+                ("grpc.server_handshake_timeout_ms", ms(config.handshake_timeout)),
+                ("grpc.max_connection_idle_ms", ms(config.idle_timeout)),
+                ("grpc.max_connection_age_ms", ms(config.max_connection_age)),
+                ("grpc.max_connection_age_grace_ms", ms(config.max_connection_age_grace)),
             ]
         )
         handler = grpc.method_handlers_generic_handler(
@@ -223,7 +234,8 @@ class OTLPGRPCReceiver:
         assert intake is not None
 
         async def accept(request: ExportMetricsServiceRequest) -> ExportMetricsServiceResponse:
-            return intake.accept(request, RECEIVER).response()
+            # In pieces, yielding between them: see MetricsIntake.accept_async.
+            return (await intake.accept_async(request, RECEIVER)).response()
 
         response: ExportMetricsServiceResponse = await self._handle(
             raw, context, ExportMetricsServiceRequest.FromString, accept

@@ -7,8 +7,11 @@ opentelemetry-proto's generated classes.
 from __future__ import annotations
 
 import base64
+import contextlib
+import gc
 import json
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from google.protobuf import json_format
@@ -28,7 +31,13 @@ _LINK_IDS = ("traceId", "trace_id", "spanId", "span_id")
 _POINT_KINDS = ("gauge", "sum", "histogram", "exponentialHistogram", "exponential_histogram")
 
 
+# json_format's errors name every enclosing field: 6 KB for a value 90 levels deep.
+_MAX_MESSAGE_CHARS = 500
+
+
 def _malformed(message: str) -> RequestError:
+    if len(message) > _MAX_MESSAGE_CHARS:
+        message = message[: _MAX_MESSAGE_CHARS - 3] + "..."
     return RequestError(400, "malformed", message, code_pb2.INVALID_ARGUMENT)
 
 
@@ -78,16 +87,59 @@ def _exemplar_ids(request: dict[str, Any]) -> None:
                             _convert(exemplar, _LINK_IDS, f"metrics[{i}].exemplars")
 
 
+_gc_lock = threading.Lock()
+_gc_holders = 0
+_gc_was_enabled = False
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while JSON is parsed (reference counting
+    still frees everything). json.loads of a 20 MiB trace request makes millions of
+    dicts, lists and strings, which trip collection after collection, each walking
+    all of them with the GIL held: the event loop's longest gap while a worker thread
+    ran json.loads was 0.58 s with the collector on and 0.03 s with it off (0.64 s ->
+    0.18 s for the parse; the whole decode 5.8 s -> 2.8 s). What json.loads builds
+    holds no reference cycles, and cycles made elsewhere meanwhile are collected once
+    it is back on. Counted, so concurrent decodes turn it back on only at the last."""
+    global _gc_holders, _gc_was_enabled
+    with _gc_lock:
+        if _gc_holders == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_holders += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_holders -= 1
+            if _gc_holders == 0 and _gc_was_enabled:
+                gc.enable()
+
+
 def _parse(body: bytes, message: M, fix_ids: Callable[[dict[str, Any]], None]) -> M:
+    with _gc_paused():
+        return _parse_json(body, message, fix_ids)
+
+
+def _parse_json(body: bytes, message: M, fix_ids: Callable[[dict[str, Any]], None]) -> M:
     try:
         obj = json.loads(body)
+    except RecursionError:
+        # json's C scanner recurses once per nesting level and gives up at the
+        # interpreter's recursion limit (1,000 by default): a client's mistake, not ours.
+        raise _malformed("invalid JSON: nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise _malformed(f"invalid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise _malformed("invalid OTLP JSON: the top level must be an object")
-    fix_ids(obj)
     try:
+        fix_ids(obj)
         json_format.ParseDict(obj, message, ignore_unknown_fields=True)
+    except RecursionError:
+        # Nested AnyValues (kvlist in kvlist ...) within the JSON limit but past
+        # json_format's recursion (protobuf's own limit is 100 levels).
+        raise _malformed("invalid OTLP JSON: nested too deeply") from None
     except (json_format.ParseError, ValueError, TypeError) as exc:
         raise _malformed(f"invalid OTLP JSON: {exc}") from None
     return message
