@@ -257,12 +257,23 @@ def test_body_limit_defaults_are_the_collectors_20_mib() -> None:
     assert OTLPGRPCConfig().max_message_bytes == 20 * MIB
 
 
-def _json_traces(size: int, spans: int = 20_000) -> bytes:
-    """OTLP/JSON traces of `spans` spans padded to exactly `size` bytes (JSON allows
-    trailing whitespace)."""
-    body = to_otlp_json(trace_request("svc-big", [{"name": f"op{i % 7}"} for i in range(spans)]))
+ATTRIBUTES = {f"attr.{i}": f"value-{i}" for i in range(10)}
+
+
+def _json_traces(size: int) -> tuple[bytes, int]:
+    """OTLP/JSON traces of shim-like spans (ten short attributes each: JSON's costly
+    shape, many small objects) as many as fit in `size` bytes, padded to exactly
+    `size` with whitespace (JSON allows it); the body and its span count."""
+
+    def build(spans: int) -> bytes:
+        specs = [{"name": f"op{i % 7}", "attributes": ATTRIBUTES} for i in range(spans)]
+        return to_otlp_json(trace_request("svc-big", specs))
+
+    per_span = len(build(100)) / 100
+    spans = int(size / per_span * 0.98)
+    body = build(spans)
     assert len(body) <= size, (len(body), size)
-    return body + b" " * (size - len(body))
+    return body + b" " * (size - len(body)), spans
 
 
 class HealthProbe:
@@ -298,9 +309,8 @@ def test_largest_json_request_accepted_and_healthz_stays_200(start_sidecar: Star
     loop, this 20 MiB request held the loop past it (5.4-6.9 s at 21-23 MB)."""
     s = start_sidecar({"server": {"liveness_max_loop_lag": "1s"}, "host": {"enabled": False}})
     url = s.otlp_http_url + "/v1/traces"
-    assert http_post(url, _json_traces(20 * MIB + 1), JSON_TYPE).status == 413
-    wait_rejected(s, "too_large", 1)
-    body = _json_traces(20 * MIB)
+    body, spans = _json_traces(20 * MIB)
+    assert 20_000 < spans <= 32_768  # within the pipeline queue's default capacity
     with HealthProbe(s.url + "/healthz") as probe:
         response = http_post(url, body, JSON_TYPE, timeout=120)
     assert response.status == 200, response.body[:300]
@@ -310,10 +320,13 @@ def test_largest_json_request_accepted_and_healthz_stays_200(start_sidecar: Star
     s.wait_until(
         lambda: (
             sample_value(s.families()["tickscope_receiver_accepted_spans"], receiver="otlp_http")
-            == 20_000
+            == spans
         ),
-        what="20,000 spans accepted",
+        what=f"{spans} spans accepted",
     )
+    # One byte more is refused before it is decoded.
+    assert http_post(url, _json_traces(20 * MIB + 1)[0], JSON_TYPE).status == 413
+    wait_rejected(s, "too_large", 1)
 
 
 def test_large_metrics_request_ingested_in_pieces_healthz_stays_200(

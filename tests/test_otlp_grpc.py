@@ -19,7 +19,12 @@ METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 @pytest.fixture(scope="module")
 def sidecar(start_module_sidecar: StartSidecar) -> SidecarProcess:
     s = start_module_sidecar(
-        {"receiver": {"grpc": {"max_message_bytes": "1MiB"}}, "host": {"enabled": False}}
+        {
+            "receiver": {"grpc": {"max_message_bytes": "1MiB"}},
+            "host": {"enabled": False},
+            # Counters are read right after each request: no cached exposition.
+            "server": {"metrics_cache_ttl": 0},
+        }
     )
     s.wait_until(lambda: s.get("/readyz").status == 200, what="ready")
     return s

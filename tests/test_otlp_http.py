@@ -28,7 +28,12 @@ BUCKETS = ["0.002", "0.004", "0.006", "0.008", "0.01", "0.05", "0.1", "0.2", "0.
 @pytest.fixture(scope="module")
 def sidecar(start_module_sidecar: StartSidecar) -> SidecarProcess:
     s = start_module_sidecar(
-        {"receiver": {"http": {"max_body_bytes": "1MiB"}}, "host": {"enabled": False}}
+        {
+            "receiver": {"http": {"max_body_bytes": "1MiB"}},
+            "host": {"enabled": False},
+            # Counters are read right after each request: no cached exposition.
+            "server": {"metrics_cache_ttl": 0},
+        }
     )
     s.wait_until(lambda: s.get("/readyz").status == 200, what="ready")
     return s
@@ -423,7 +428,7 @@ def test_unknown_path_and_method(sidecar: SidecarProcess) -> None:
 
 def test_status_page_shows_spans_and_series(start_sidecar: StartSidecar) -> None:
     # A sidecar of its own: the module's is shared, and its counts depend on test order.
-    sidecar = start_sidecar({"host": {"enabled": False}})
+    sidecar = start_sidecar({"host": {"enabled": False}, "server": {"metrics_cache_ttl": 0}})
     body = request("svc-status", [{"name": "op"}] * 3).SerializeToString()
     assert http_post(traces_url(sidecar), body, PROTOBUF).status == 200
     wait_for_calls(sidecar, "svc-status", 3)
