@@ -358,3 +358,81 @@ def test_large_metrics_request_ingested_in_pieces_healthz_stays_200(
         ),
         what=f"{points} points received",
     )
+
+
+def test_split_request_keeps_every_point_under_its_own_metric_in_order() -> None:
+    from opentelemetry.proto.metrics.v1 import metrics_pb2
+
+    from helpers.otlp import kv
+    from tickscope.receivers.metrics_intake import count_points, split_request
+
+    request = ExportMetricsServiceRequest()
+    for service in ("a", "b"):
+        rm = request.resource_metrics.add()
+        rm.resource.attributes.append(kv("service.name", service))
+        sm = rm.scope_metrics.add()
+        sm.scope.name = "scope"
+        total = sm.metrics.add(name="c", unit="1", description="count")
+        total.sum.is_monotonic = True
+        total.sum.aggregation_temporality = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
+        for i in range(7):
+            total.sum.data_points.add(as_int=i)
+        gauge = sm.metrics.add(name="g")
+        for i in range(3):
+            gauge.gauge.data_points.add(as_double=i / 2)
+    assert list(split_request(request, 20)) == [request]  # 20 points: not split
+    pieces = list(split_request(request, 4))
+    assert [count_points(p) for p in pieces] == [4, 4, 4, 4, 4]
+    flat = [
+        (
+            rm.resource.attributes[0].value.string_value,
+            sm.scope.name,
+            m.name,
+            m.unit,
+            m.description,
+            m.WhichOneof("data"),
+            m.sum.is_monotonic,
+            m.sum.aggregation_temporality,
+            p.as_int if m.HasField("sum") else p.as_double,
+        )
+        for piece in pieces
+        for rm in piece.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        for p in getattr(m, m.WhichOneof("data")).data_points
+    ]
+    expected = [
+        row
+        for svc in ("a", "b")
+        for row in [(svc, "scope", "c", "1", "count", "sum", True, 2, i) for i in range(7)]
+        + [(svc, "scope", "g", "", "", "gauge", False, 0, i / 2) for i in range(3)]
+    ]
+    assert flat == expected
+    # Pieces that share a resource and scope share one copy of each.
+    assert [len(p.resource_metrics) for p in pieces] == [1, 1, 2, 1, 1]
+
+
+def test_rate_limited_log_once_per_interval_with_the_count_suppressed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from tickscope.receivers.ratelimit import RateLimitedLog
+
+    now = [100.0]
+    limited = RateLimitedLog(logging.getLogger("test.ratelimit"), 60.0, clock=lambda: now[0])
+    caplog.set_level(logging.WARNING, "test.ratelimit")
+    assert limited.warning("client_disconnected", "gone") is True
+    now[0] = 159.9
+    assert limited.warning("client_disconnected", "gone") is False
+    assert limited.warning("client_disconnected", "gone") is False
+    assert limited.warning("read_timeout", "slow") is True  # its own interval
+    now[0] = 160.0
+    assert limited.warning("client_disconnected", "gone") is True
+    records = [(r.getMessage(), r.reason, r.suppressed_since_last) for r in caplog.records]  # type: ignore[attr-defined]
+    assert records == [
+        ("gone", "client_disconnected", 0),
+        ("slow", "read_timeout", 0),
+        ("gone", "client_disconnected", 2),
+    ]
+    assert all(r.exc_info is None for r in caplog.records)
