@@ -141,7 +141,7 @@ def test_renders_past_the_budget_serve_the_last_copy_or_429() -> None:
         hits = Counter("hits", "Test counter.", registry=registry)
         clock = FakeClock()
         server = AdminServer(
-            ServerConfig(bind="127.0.0.1", port=0, max_render_share=0.25, metrics_cache_ttl=0.5),
+            ServerConfig(bind="127.0.0.1", port=0, max_render_percent=25, metrics_cache_ttl=0.5),
             registry,
             Health(),
             LoopMonitor(),

@@ -76,7 +76,7 @@ REJECT_REASONS = (
     "auth_overloaded",  # more password checks waiting than server.auth_max_pending
     "client_cert",  # a client certificate whose SANs are not in client_allowed_sans
     "rate_limited",  # the web config's rate_limit token bucket was empty
-    "render_budget",  # a name[]-filtered render with server.max_render_share used up
+    "render_budget",  # a name[]-filtered render with server.max_render_percent used up
     "read_timeout",  # a request head not complete within server.read_timeout
     "write_timeout",  # a client that did not take its response within server.write_timeout
     "malformed",  # HTTP aiohttp could not parse (answered 400)
@@ -139,12 +139,11 @@ class ServerConfig(StrictModel):
     metrics_cache_entries: int = Field(
         16, ge=1, le=1024, description="Rendered /metrics variants kept at once (LRU)."
     )
-    max_render_share: float = Field(
-        0.25,
-        gt=0,
-        le=1,
-        allow_inf_nan=False,
-        description="Share of the event loop's time /metrics renders may take (a budget of "
+    max_render_percent: int = Field(
+        25,
+        ge=1,
+        le=100,
+        description="Percent of the event loop's time /metrics renders may take (a budget of "
         "render seconds refilled at this rate). Past it, a variant whose cached copy expired "
         "is served from that copy (stale) and a name[] filter never rendered gets 429; an "
         "unfiltered variant seen for the first time is always rendered (at most 4 exist).",
@@ -663,7 +662,7 @@ class AdminServer:
         self._cache: collections.OrderedDict[tuple[str, bool, frozenset[str]], _Cached] = (
             collections.OrderedDict()
         )
-        self._render_credit = config.max_render_share
+        self._render_credit = config.max_render_percent / 100
         self._credit_at = clock()
         app = web.Application(middlewares=[self._guard])
         app.router.add_get("/metrics", self._metrics)
@@ -837,7 +836,7 @@ class AdminServer:
         return exposition
 
     def _budget_left(self, now: float) -> bool:
-        share = self._config.max_render_share
+        share = self._config.max_render_percent / 100
         # One second's worth at most: an idle minute does not buy a burst of renders.
         self._render_credit = min(share, self._render_credit + (now - self._credit_at) * share)
         self._credit_at = now
