@@ -213,11 +213,17 @@ def test_grpc_idle_connection_is_closed(start_sidecar: StartSidecar) -> None:
             response_deserializer=None,
         )
         call(trace_request("svc", [{"name": "one"}]).SerializeToString(), timeout=10)
-        assert grpc.ChannelConnectivity.READY in states
-        deadline = time.monotonic() + 5
+        called = time.monotonic()
+        # Connectivity callbacks arrive on gRPC's own thread, maybe after the call.
+        deadline = called + 5
+        while grpc.ChannelConnectivity.READY not in states and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert grpc.ChannelConnectivity.READY in states, states
         while states[-1] == grpc.ChannelConnectivity.READY and time.monotonic() < deadline:
-            time.sleep(0.05)
+            time.sleep(0.01)
+        took = time.monotonic() - called
         assert states[-1] == grpc.ChannelConnectivity.IDLE, states
+        assert 0.3 < took < 4.0, took
 
 
 # --- defect 17 (the receivers' part) -------------------------------------------------
