@@ -222,8 +222,9 @@ def test_a_pid_file_turned_fifo_is_down_with_the_reason_and_not_ready(
     s.wait_until(lambda: s.get("/readyz").status == 503, timeout=5, what="not ready")
     checks = {c["name"]: c for c in s.get("/readyz").json()["checks"]}
     assert checks["engine:engine"] == {"name": "engine:engine", "ready": False, "reason": reason}
-    # Still served, reported down, and the refusal counted once per collection.
-    assert up(s) == 0
+    # Still served, reported down (a scrape may be served from the exposition cache,
+    # server.metrics_cache_ttl, so wait for it), and the refusal counted.
+    s.wait_until(lambda: up(s) == 0, timeout=5, what="reported down")
     s.wait_for_log(
         f"engine process 'engine': pid file {pid_file} is a FIFO, not a regular file",
         collector="engine_process",
@@ -234,4 +235,4 @@ def test_a_pid_file_turned_fifo_is_down_with_the_reason_and_not_ready(
     pid_file.unlink()
     pid_file.write_text(f"{proc.pid}\n")
     s.wait_until(lambda: s.get("/readyz").status == 200, timeout=5, what="ready again")
-    assert up(s) == 1
+    s.wait_until(lambda: up(s) == 1, timeout=5, what="reported up again")
