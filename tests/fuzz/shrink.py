@@ -37,6 +37,14 @@ class _Budget:
         return self.left >= 0
 
 
+def _repeated(field: FieldDescriptor) -> bool:
+    # protobuf 5.x+ (upb) dropped FieldDescriptor.label for is_repeated.
+    is_repeated = getattr(field, "is_repeated", None)
+    if is_repeated is not None:
+        return bool(is_repeated)
+    return bool(field.label == FieldDescriptor.LABEL_REPEATED)
+
+
 def _shrink_message(node: Message, test: Callable[[], bool], budget: _Budget) -> None:
     """Remove elements, clear fields, halve strings in `node` (a part of the message
     `test` serializes) while `test` holds. A failed try is undone by restoring the
@@ -57,7 +65,7 @@ def _shrink_message(node: Message, test: Callable[[], bool], budget: _Budget) ->
         name = field.name
         if attempt(lambda name=name: node.ClearField(name)):
             continue
-        if field.label == FieldDescriptor.LABEL_REPEATED:
+        if _repeated(field):
             for i in range(len(getattr(node, name)) - 1, -1, -1):
                 if budget.left <= 0:
                     return

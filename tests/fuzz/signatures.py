@@ -29,6 +29,7 @@ class Failure:
 
 _QUOTED = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'")
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*(?:e[-+]?\d+)?|inf|nan)", re.IGNORECASE)
+_TRAILING_NAME = re.compile(r": [A-Za-z_:][A-Za-z0-9_:]*$")
 _NAME_IN_BRACES = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*\{[^}]*\}")
 
 
@@ -39,6 +40,7 @@ def normalize(message: str, limit: int = 90) -> str:
     out = _QUOTED.sub('"…"', message)
     out = _NAME_IN_BRACES.sub("NAME{…}", out)
     out = _NUMBER.sub("N", out)
+    out = _TRAILING_NAME.sub(": NAME", out)
     out = " ".join(out.split())
     return out[:limit]
 
