@@ -9,12 +9,11 @@ trading engine's health and only add series.
 from __future__ import annotations
 
 import os
-import re
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
 
-from tickscope.core.configtypes import Duration, Regex, StrictModel
+from tickscope.core.configtypes import Duration, LinearRegex, Regex, StrictModel
 
 # node_exporter 1.8 --collector.filesystem.mount-points-exclude default.
 DEFAULT_MOUNT_POINTS_EXCLUDE = (
@@ -62,7 +61,7 @@ class DeviceFilter(StrictModel):
 
 def _exclude(pattern: str, description: str) -> Any:
     return Field(
-        re.compile(pattern), description=f"Drop names matching this regex ({description})."
+        LinearRegex(pattern), description=f"Drop names matching this regex ({description})."
     )
 
 
