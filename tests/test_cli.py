@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -156,3 +159,65 @@ def test_run_with_an_otlp_port_in_use(tmp_path: Path) -> None:
         f"cannot listen for OTLP/HTTP on 127.0.0.1:{port} (receiver.http.port): "
         "address already in use (another process listens there)"
     ]
+
+
+def test_run_with_a_bad_web_config_file_flag_exits_2(tmp_path: Path) -> None:
+    # --web.config.file, as node_exporter takes it: validated like server.web_config_file.
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users:\n  prometheus: not-a-hash\n")
+    r = run_cli("run", "--web.config.file", str(web))
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [
+        f"tickscope: --web.config.file: web config {web}: basic_auth_users: Value error, "
+        "user 'prometheus': not a bcrypt hash (make one with htpasswd -nBC 10 \"\")"
+    ]
+
+
+def test_run_with_the_web_config_file_flag_asks_for_credentials(tmp_path: Path) -> None:
+    import base64
+    import urllib.error
+    import urllib.request
+
+    import bcrypt
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = tmp_path / "tickscope.yaml"
+    config.write_text(
+        f"server: {{bind: 127.0.0.1, port: {port}}}\nhost: {{enabled: false}}\n"
+        "receiver: {http: {enabled: false}, grpc: {enabled: false}}\n"
+    )
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode()
+    web = tmp_path / "web.yml"
+    web.write_text(f"basic_auth_users:\n  prometheus: '{hashed}'\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKSCOPE_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tickscope", "run", "--config", str(config),
+         "--web.config.file", str(web)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/metrics"
+
+    def status(headers: dict[str, str]) -> int:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5):
+                return 200
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    try:
+        for _ in range(100):
+            try:
+                first = status({})
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            raise AssertionError("the sidecar did not listen")
+        assert first == 401
+        good = base64.b64encode(b"prometheus:s3cret").decode()
+        assert status({"Authorization": f"Basic {good}"}) == 200
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0

@@ -56,7 +56,13 @@ def test_cardinality_limit_with_10000_label_sets(start_sidecar: StartSidecar) ->
 
 def test_series_expire_and_make_room(start_sidecar: StartSidecar) -> None:
     s = start_sidecar(
-        {"host": {"enabled": False}, "spanmetrics": {"series_expiry": "1s", "max_series": 3}}
+        {
+            "host": {"enabled": False},
+            "spanmetrics": {"series_expiry": "1s", "max_series": 3},
+            # Expiry happens at render: a 1 s exposition cache would age a new series
+            # past this 1 s expiry before its first render.
+            "server": {"metrics_cache_ttl": 0},
+        }
     )
     post(s, request("svc-exp", [{"name": f"old.{i}"} for i in range(3)]).SerializeToString())
     wait_for_calls(s, "svc-exp", 3)

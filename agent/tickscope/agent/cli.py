@@ -12,6 +12,9 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
 
 from tickscope.agent.config import (
     DEFAULT_MAX_CONFIG_BYTES,
@@ -80,6 +83,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="overrides logging.level"
     )
+    # The flag Prometheus exporters share (exporter-toolkit), so that a node_exporter
+    # command line's TLS and basic-auth setup carries over unchanged.
+    run.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="FILE",
+        help="TLS and basic-auth config for the admin port (overrides server.web_config_file)",
+    )
     _config_bounds(run)
 
     check = sub.add_parser(
@@ -135,6 +146,18 @@ def _run(args: argparse.Namespace) -> int:
     }
     if overrides:
         config = config.model_copy(update={"logging": config.logging.model_copy(update=overrides)})
+    if args.web_config_file is not None:
+        # Validated as the config key is (the file loads, its certificates too), so a
+        # bad file given on the command line is the same one-line error and exit 2.
+        try:
+            server = type(config.server).model_validate(
+                {**config.server.model_dump(), "web_config_file": Path(args.web_config_file)}
+            )
+        except ValidationError as exc:
+            message = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+            print(f"tickscope: --web.config.file: {message}", file=sys.stderr)
+            return EXIT_CONFIG
+        config = config.model_copy(update={"server": server})
     setup_logging(config.logging)
     return _serve(config)
 
