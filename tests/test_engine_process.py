@@ -231,6 +231,13 @@ def test_a_pid_file_turned_fifo_is_down_with_the_reason_and_not_ready(
     )
     assert errors(s) > 0
     assert s.get("/healthz").status == 200
+    # The status page says why it is down.
+    (status,) = s.get("/?format=json").json()["engine_processes"]
+    assert (status["up"], status["reason"]) == (
+        False,
+        f"pid file {pid_file} is a FIFO, not a regular file",
+    )
+    assert f"DOWN ({status['reason']})" in s.get("/").text
 
     pid_file.unlink()
     pid_file.write_text(f"{proc.pid}\n")

@@ -41,6 +41,7 @@ class EngineProcessStatus:
     restarts: int
     required: bool
     match: str
+    reason: str | None = None  # why it is not up (a pid file that is not a regular file, ...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +116,8 @@ class Status:
         lines.append("engine processes:" if processes else "engine processes: none configured")
         for p in processes:
             state = f"up, pid {p.pid}" if p.up else "DOWN"
+            if p.reason and not p.up:
+                state += f" ({p.reason})"
             lines.append(
                 f"  {p.name:<16} {state:<16} restarts {p.restarts}"
                 f"   {'required' if p.required else 'optional'}   ({p.match})"

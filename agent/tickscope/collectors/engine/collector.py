@@ -245,6 +245,7 @@ class EngineProcessCollector:
                     "restarts": w.restarts,
                     "required": w.config.required,
                     "match": w.config.describe_match(),
+                    "reason": w.reason,
                 }
                 for w in self._watched
             ]
