@@ -27,7 +27,16 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from helpers.binaries import promtool_check_metrics
-from helpers.otlp_metrics import exemplar, histogram, histogram_point, hostile_request, request
+from helpers.otlp_metrics import (
+    exemplar,
+    gauge,
+    histogram,
+    histogram_point,
+    hostile_request,
+    number_point,
+    request,
+    sum_metric,
+)
 from helpers.sidecar import SidecarProcess, StartSidecar, http_post, sample_value
 from tickscope.exporters.otlpmetrics import MetricsConfig, MetricStore
 from tickscope.exporters.otlpmetrics.expohisto import BoundCache, bound
@@ -210,3 +219,50 @@ def test_exponential_bounds_exact_and_cache_bounded() -> None:
     assert bound(0, -1) == 0.5 and bound(1, 2) == 2.0 and bound(3, 8) == 2.0
     assert bound(0, 1024) == float("inf") and bound(-10, 1) == float("inf")
     assert bound(0, -1075) == 0.0 and bound(0, -1074) == 5e-324
+
+
+@pytest.mark.parametrize(
+    ("metric", "message"),
+    [
+        (gauge("queue.total", number_point(3.0, 10.0)),
+         "queue.total: a gauge named queue_total ends in _total, which only counters may"),
+        (gauge("hg_sum", number_point(3.0, 10.0)),
+         "hg_sum: a gauge named hg_sum ends in _sum, which only histograms and summaries may"),
+        (gauge("hg.count", number_point(3.0, 10.0)),
+         "hg.count: a gauge named hg_count ends in _count, which only histograms and summaries may"),
+        (gauge("hg_bucket", number_point(3.0, 10.0)),
+         "hg_bucket: a gauge named hg_bucket ends in _bucket, which only histograms may"),
+        (sum_metric("depth.total", number_point(3.0, 10.0), monotonic=False),
+         "depth.total: a gauge named depth_total ends in _total, which only counters may"),
+    ],
+)  # fmt: skip
+def test_names_that_read_as_another_types_series_are_refused(metric: Any, message: str) -> None:
+    # Found by the fuzzer (tests/fuzz/corpus/metrics_json/crash-2ceca7c2de06 and two
+    # more): a gauge named x_total, hg_sum or hg_bucket is what promtool (and a reader
+    # of the exposition) takes for a counter's or a histogram's series.
+    registry = CollectorRegistry()
+    store = MetricStore(MetricsConfig(), registry)
+    result = store.ingest(request(metric, gauge("fine.level", number_point(1.0, 10.0))))
+    assert (result.accepted, dict(result.rejected), result.messages) == (
+        1,
+        {"invalid_name": 1},
+        [message],
+    )
+    out: list[str] = []
+    store.render(out, False, None)
+    assert promtool_check_metrics("".join(out)) == ([], 0)
+
+
+def test_resource_attributes_le_and_quantile_are_renamed_on_target_info() -> None:
+    # Found by the fuzzer (tests/fuzz/corpus: crash-ac75d641eb03, crash-b29767f24c77):
+    # a resource attribute `quantile` or `le` went onto target_info as is.
+    registry = CollectorRegistry()
+    store = MetricStore(MetricsConfig(), registry)
+    resource = {"service.name": "s", "quantile": "x", "le": "y"}
+    result = store.ingest(request(gauge("fine.level", number_point(1.0, 10.0)), resource=resource))
+    assert (result.accepted, dict(result.rejected)) == (1, {})
+    out: list[str] = []
+    store.render(out, False, None)
+    text = "".join(out)
+    assert 'target_info{job="s",key_le="y",key_quantile="x"} 1.0\n' in text
+    assert promtool_check_metrics(text) == ([], 0)

@@ -30,6 +30,9 @@ IDENTIFYING = frozenset({"service.name", "service.namespace", "service.instance.
 _LABEL_CACHE = 10_000
 
 
+_INFO_RESERVED = frozenset({"le", "quantile"})
+
+
 def _json(value: common_pb2.AnyValue) -> Any:
     kind = value.WhichOneof("value")
     if kind == "string_value":
@@ -108,6 +111,10 @@ class Labeler:
             pairs: dict[str, list[tuple[str, str]]] = collections.defaultdict(list)
             for key, value in rest.items():
                 name = self.label(key)
+                if name in _INFO_RESERVED:
+                    # target_info is a gauge (info in OpenMetrics): le and quantile are
+                    # its exposition's own as on any point (promtool flags them).
+                    name = f"key_{name}"
                 if name:
                     pairs[name].append((key, value))
             merged = {n: ";".join(v for _, v in sorted(kv)) for n, kv in pairs.items()}

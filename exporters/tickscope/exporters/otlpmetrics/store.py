@@ -95,6 +95,17 @@ class _Family:
         self.claims = claimed_names(name, kind)
 
 
+def _misleading_suffix(name: str, kind: str) -> str | None:
+    """The suffix of `name` that only another type's series may carry, if any."""
+    if kind != "counter" and name.endswith("_total"):
+        return "_total"
+    if kind not in ("histogram", "summary") and name.endswith(("_sum", "_count")):
+        return name[name.rindex("_") :]
+    if kind != "histogram" and name.endswith("_bucket"):
+        return "_bucket"
+    return None
+
+
 def _kind(metric: metrics_pb2.Metric, data: str) -> tuple[str, type[Stream]] | None:
     """(Prometheus type, stream class) for an OTLP metric; None for a delta
     non-monotonic sum, which the specification drops."""
@@ -209,6 +220,21 @@ class MetricStore:
                     "type_conflict",
                     points,
                     f"{metric.name}: {name} ({kind}) clashes with the {other.kind} {clash}",
+                )
+                return None
+            suffix = _misleading_suffix(name, kind)
+            if suffix is not None:
+                # promtool's lint (and every reader of the exposition) takes these suffixes for
+                # a counter's or a histogram's series: a gauge "queue.total" would be read as
+                # a counter. Refused, like the other names that would mislead Prometheus.
+                result.reject(
+                    "invalid_name",
+                    points,
+                    f"{metric.name}: a {kind} named {name} ends in {suffix}, which only "
+                    + {"_total": "counters", "_bucket": "histograms"}.get(
+                        suffix, "histograms and summaries"
+                    )
+                    + " may",
                 )
                 return None
             family = self._families[name] = _Family(
