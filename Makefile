@@ -7,13 +7,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help demo test lint typecheck rules pytest system-deps venv bench clean docs
+.PHONY: help demo test lint typecheck rules pytest system-deps venv bench clean docs fuzz
 
 help:
 	@echo "make demo    start the sidecar (and, with the shim, the demo engine) and print where to look"
 	@echo "make test    install what the tests need (Debian packages too) and run lint, types and tests"
 	@echo "make bench   run the benchmarks in bench/ and print their figures"
 	@echo "make rules   check the alert rules and run their promtool unit tests"
+	@echo "make fuzz    fuzz the receivers for FUZZ_MINUTES (default 10); new crashers go to tests/fuzz/corpus/"
 	@echo "make docs    regenerate the generated parts of docs/"
 
 $(BIN)/python:
@@ -54,6 +55,11 @@ test: lint typecheck rules pytest
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
+
+# The longer fuzzing run (make test runs a fixed-seed minute of it, tests/test_fuzz.py).
+FUZZ_MINUTES ?= 10
+fuzz: $(STAMP) system-deps
+	$(BIN)/python tests/fuzz/run_long.py --minutes $(FUZZ_MINUTES)
 
 bench: $(STAMP) system-deps
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -22,9 +22,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+
 from fuzz.harness import Harness
 from fuzz.strategies import Case, cases
-from hypothesis import HealthCheck, given, settings
 
 FUZZ = Path(__file__).parent / "fuzz"
 CORPUS = FUZZ / "corpus"
