@@ -117,6 +117,7 @@ def test_the_engine_found_by_name_skips_the_older_zombie() -> None:
                 "restarts": 0,
                 "required": True,
                 "match": "process name 'python3'",
+                "reason": None,
             }
         ]
     }

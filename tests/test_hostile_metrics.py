@@ -228,8 +228,6 @@ def test_exponential_bounds_exact_and_cache_bounded() -> None:
          "queue.total: a gauge named queue_total ends in _total, which only counters may"),
         (gauge("hg_sum", number_point(3.0, 10.0)),
          "hg_sum: a gauge named hg_sum ends in _sum, which only histograms and summaries may"),
-        (gauge("hg.count", number_point(3.0, 10.0)),
-         "hg.count: a gauge named hg_count ends in _count, which only histograms and summaries may"),
         (gauge("hg_bucket", number_point(3.0, 10.0)),
          "hg_bucket: a gauge named hg_bucket ends in _bucket, which only histograms may"),
         (sum_metric("depth.total", number_point(3.0, 10.0), monotonic=False),

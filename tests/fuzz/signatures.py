@@ -99,6 +99,9 @@ NAME_STYLE_LINTS = (
     "label names should be written in 'snake_case' not 'camelCase'",
     "metric names should not contain abbreviated units",
     "metric names should not contain ':'",
+    # Gauges named *.count by OpenTelemetry's semantic conventions (process.thread.count):
+    # served as Prometheus's OTLP translation names them (docs/metrics.md).
+    'non-histogram and non-summary metrics should not have "_count" suffix',
 )
 _NAME_STYLE = re.compile(
     r"^(?P<name>\S+) (?:"

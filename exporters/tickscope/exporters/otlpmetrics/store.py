@@ -99,8 +99,11 @@ def _misleading_suffix(name: str, kind: str) -> str | None:
     """The suffix of `name` that only another type's series may carry, if any."""
     if kind != "counter" and name.endswith("_total"):
         return "_total"
-    if kind not in ("histogram", "summary") and name.endswith(("_sum", "_count")):
-        return name[name.rindex("_") :]
+    # `_count` is served: OpenTelemetry's semantic conventions name gauges so
+    # (process.thread.count, system.cpu.logical.count), and Prometheus's own OTLP
+    # translation keeps them; a clash with a histogram's _count is a type_conflict.
+    if kind not in ("histogram", "summary") and name.endswith("_sum"):
+        return "_sum"
     if kind != "histogram" and name.endswith("_bucket"):
         return "_bucket"
     return None
