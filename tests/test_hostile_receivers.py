@@ -442,3 +442,23 @@ def test_rate_limited_log_once_per_interval_with_the_count_suppressed(
         ("gone", "client_disconnected", 2),
     ]
     assert all(r.exc_info is None for r in caplog.records)
+
+
+def test_malformed_http_is_counted_as_malformed(start_sidecar: StartSidecar) -> None:
+    # Issue 11, defect 15: aiohttp answers what it cannot parse with 400 before any
+    # handler runs; it was neither counted nor told apart from a server error.
+    s = start_sidecar({"host": {"enabled": False}, "server": {"metrics_cache_ttl": 0}})
+    port = s.receivers["otlp_http"]
+    bad = [
+        b"GARBAGE\r\n\r\n",
+        b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n",
+        b"POST /v1/traces HTTP/9.9\x00\r\n\r\n",
+    ]
+    for raw in bad:
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(raw)
+            answer = sock.recv(4096)
+        assert answer.split(b"\r\n", 1)[0].endswith(b" 400 Bad Request"), answer[:100]
+    wait_rejected(s, "malformed", 3)
+    assert rejected(s, "internal") == 0
+    assert receiver_errors(s) == []

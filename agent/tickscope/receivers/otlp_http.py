@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from aiohttp import ClientPayloadError, web
+from aiohttp.web_protocol import RequestHandler
 from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration as DurationProto
 from google.protobuf.message import DecodeError, Message
@@ -127,6 +128,34 @@ async def _read_gzip(chunks: AsyncIterator[bytes], limit: int) -> bytes:
     return b"".join(parts)
 
 
+class _CountingHandler(RequestHandler):
+    """aiohttp's connection handler, counting requests it could not parse (malformed
+    HTTP: answered 400 by aiohttp before any handler of ours runs)."""
+
+    def handle_error(
+        self,
+        request: Any,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status == 400:
+            on_malformed = getattr(self._manager, "on_malformed", None)
+            if on_malformed is not None:
+                on_malformed()
+        return super().handle_error(request, status, exc, message)
+
+
+class _CountingServer(web.Server):
+    """web.Server making _CountingHandlers (its class is swapped in after the runner
+    made it: aiohttp has no option for the handler class)."""
+
+    on_malformed: Callable[[], None] | None = None
+
+    def __call__(self) -> RequestHandler:
+        return _CountingHandler(self, loop=self._loop, **self._kwargs)
+
+
 class _ClientGone(Exception):
     """The client closed the connection before its body was complete."""
 
@@ -222,6 +251,10 @@ class OTLPHTTPReceiver:
             lingering_time=self.config.close_linger,
         )
         await runner.setup()
+        server = runner.server
+        if type(server) is web.Server:
+            server.__class__ = _CountingServer
+            server.on_malformed = self._malformed  # type: ignore[attr-defined]
         site = web.TCPSite(runner, self.config.bind, self.config.port)
         try:
             await site.start()
@@ -253,6 +286,10 @@ class OTLPHTTPReceiver:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watchdog
             self._watchdog = None
+
+    def _malformed(self) -> None:
+        # Logged by aiohttp's own logger, which the host rate-limits (agent/logs.py).
+        self._metrics.rejected_requests.labels(RECEIVER, "malformed").inc()
 
     async def _watch_reads(self) -> None:
         """Cancel body reads past body_read_timeout (checked a few times per timeout,
