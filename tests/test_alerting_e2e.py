@@ -151,6 +151,11 @@ def test_engine_failures_reach_alertmanager_webhook_and_resolve(
                 "interval": "1s",
                 "processes": [{"name": "engine", "cmdline": processes.marker}],
             },
+            # Prometheus scrapes every second here, with `for: 2s`: a scrape served from
+            # the 1 s exposition cache repeats the previous one, and the error burst,
+            # spread over 3 s, is seen growing by fewer samples than the rule needs.
+            # Real scrape intervals (15-60 s) are far from the cache's.
+            "server": {"metrics_cache_ttl": 0},
         }
     )
     (tmp_path / "am").mkdir()
