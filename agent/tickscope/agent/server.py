@@ -33,7 +33,6 @@ from typing import Annotated, Any, Literal
 import bcrypt
 import yaml
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import (
     BeforeValidator,
@@ -48,6 +47,7 @@ from tickscope.agent.status import Status
 from tickscope.core.configtypes import Duration, ListenHost, Port, StrictModel, parse_duration
 from tickscope.core.errors import ListenError, StartupError
 from tickscope.core.health import Health, LoopMonitor
+from tickscope.core.httpconn import MalformedCountingHandler
 from tickscope.exporters.prometheus import Exposition, negotiate, render
 from tickscope.exposition.text import RenderedFamilies
 
@@ -529,7 +529,7 @@ class _TokenBucket:
 # --- connections with read timeouts -------------------------------------------------------
 
 
-class _Connection(RequestHandler):
+class _Connection(MalformedCountingHandler):
     """aiohttp's connection handler, plus a deadline on request heads.
 
     aiohttp closes a connection that stays idle past keepalive_timeout, but its
@@ -577,16 +577,8 @@ class _Connection(RequestHandler):
         self._cancel_head_timer()
         super().connection_lost(exc)
 
-    def handle_error(
-        self,
-        request: Any,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        if status == 400:
-            self._on_reject("malformed")
-        return super().handle_error(request, status, exc, message)
+    def malformed(self) -> None:
+        self._on_reject("malformed")
 
 
 # --- the server ---------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 
 from tickscope.core.errors import ListenError
 from tickscope.core.health import Health
+from tickscope.core.httpconn import MalformedCountingHandler
 from tickscope.core.spanview import decode_traces
 from tickscope.receivers.config import OTLPHTTPConfig
 from tickscope.receivers.errors import RequestError
@@ -128,22 +129,13 @@ async def _read_gzip(chunks: AsyncIterator[bytes], limit: int) -> bytes:
     return b"".join(parts)
 
 
-class _CountingHandler(RequestHandler):
-    """aiohttp's connection handler, counting requests it could not parse (malformed
-    HTTP: answered 400 by aiohttp before any handler of ours runs)."""
+class _CountingHandler(MalformedCountingHandler):
+    """Counts malformed HTTP through its server's `on_malformed`."""
 
-    def handle_error(
-        self,
-        request: Any,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        if status == 400:
-            on_malformed = getattr(self._manager, "on_malformed", None)
-            if on_malformed is not None:
-                on_malformed()
-        return super().handle_error(request, status, exc, message)
+    def malformed(self) -> None:
+        on_malformed = getattr(self._manager, "on_malformed", None)
+        if on_malformed is not None:
+            on_malformed()
 
 
 class _CountingServer(web.Server):
