@@ -10,9 +10,10 @@ import pytest
 from helpers.sidecar import ROOT, Starter, StartSidecar
 
 # The exchange simulator and the demo engine live in examples/, the docs generators
-# in scripts/ (neither is a package).
+# in scripts/ (neither is a package), the dashboards' code in dashboards/.
 sys.path.insert(0, str(ROOT / "examples"))
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "dashboards"))
 
 
 @pytest.fixture

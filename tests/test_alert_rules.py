@@ -16,6 +16,7 @@ from alerts_table import rules, table
 from helpers.binaries import require_binary
 from helpers.contract import CONTRACT_SERIES, documented_series
 from helpers.sidecar import ROOT
+from tickscope_dashboards.catalog import alert_links
 
 RULES_DIR = ROOT / "alert-rules"
 RULE_FILES = sorted(RULES_DIR.glob("*.rules.yml"))
@@ -89,8 +90,10 @@ def test_alert_is_complete(rule: dict[str, Any]) -> None:
     assert rule["labels"]["severity"] in SEVERITIES
     assert rule["labels"]["component"] in COMPONENTS
     annotations = rule["annotations"]
-    assert set(annotations) == {"summary", "description", "runbook_url"}
+    assert set(annotations) == {"summary", "description", "runbook_url", "dashboard_url"}
     assert annotations["runbook_url"] == f"docs/runbooks.md#{rule['alert'].lower()}"
+    # Written by `make dashboards` (tests/test_dashboards_static.py checks the panel).
+    assert annotations["dashboard_url"] == alert_links()[rule["alert"]]
     assert f"\n## {rule['alert']}\n" in RUNBOOKS.read_text()
     # The description says what fired it (the promtool cases check how it renders);
     # absent() has no labels or value worth telling.
