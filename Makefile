@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help demo test lint typecheck rules pytest system-deps venv bench clean docs fuzz
+.PHONY: help demo test lint typecheck rules pytest system-deps venv bench clean docs fuzz dashboards dashboards-screenshots
 
 help:
 	@echo "make demo    start the sidecar (and, with the shim, the demo engine) and print where to look"
@@ -16,6 +16,8 @@ help:
 	@echo "make rules   check the alert rules and run their promtool unit tests"
 	@echo "make fuzz    fuzz the receivers for FUZZ_MINUTES (default 10); new crashers go to tests/fuzz/corpus/"
 	@echo "make docs    regenerate the generated parts of docs/"
+	@echo "make dashboards  regenerate dashboards/*.json, the rules' dashboard_url and docs/dashboards.md"
+	@echo "make dashboards-screenshots  redo docs/img/dashboards/*.png from the live demo"
 
 $(BIN)/python:
 	@scripts/make-venv.sh "$(PYTHON)" "$(VENV)"
@@ -29,8 +31,11 @@ $(STAMP): pyproject.toml shim/pyproject.toml | $(BIN)/python
 
 venv: $(STAMP)
 
+# Debian packages (Prometheus, Alertmanager, node_exporter, and Node.js for the
+# dashboards' schema check) and the npm packages of dashboards/schema (lock file).
 system-deps:
 	@scripts/install-system-deps.sh
+	@scripts/install-node-deps.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -67,6 +72,15 @@ bench: $(STAMP) system-deps
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache *.egg-info
 
+# The dashboards are code (dashboards/tickscope_dashboards/); this writes the JSON,
+# the alert rules' dashboard_url annotations and docs/dashboards.md's panel tables.
+dashboards: $(STAMP)
+	PYTHONPATH=dashboards $(BIN)/python -m tickscope_dashboards
+
+dashboards-screenshots: $(STAMP) system-deps
+	$(BIN)/python scripts/dashboard_screenshots.py
+
 docs: $(STAMP)
 	$(BIN)/python scripts/update-config-doc.py
 	$(BIN)/python scripts/alerts_table.py
+	PYTHONPATH=dashboards $(BIN)/python -m tickscope_dashboards

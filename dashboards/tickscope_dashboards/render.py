@@ -185,18 +185,24 @@ def _variable(name: str) -> cogbuilder.Builder[models.VariableModel]:
     )
 
 
-def alerts_annotation(dashboard: spec.Dashboard) -> builders.AnnotationQuery:
-    components = "|".join(dashboard.alert_components)
+def alerts_annotation() -> builders.AnnotationQuery:
     return (
         builders.AnnotationQuery()
         .name("Firing alerts")
         .datasource(DATASOURCE)
         .enable(True)
         .icon_color("red")
-        .expr(
-            f'ALERTS{{alertstate="firing", component=~"{components}", job=~"$job", instance=~"$instance"}}'
-        )
     )
+
+
+def alerts_annotation_target(dashboard: spec.Dashboard) -> dict[str, str]:
+    """The annotation's Prometheus query, in `target` as Grafana's Prometheus
+    datasource stores it (the SDK's top-level `expr` is not in Grafana's schema)."""
+    components = "|".join(dashboard.alert_components)
+    return {
+        "refId": "Anno",
+        "expr": f'ALERTS{{alertstate="firing", component=~"{components}", job=~"$job", instance=~"$instance"}}',
+    }
 
 
 def build(dashboard: spec.Dashboard) -> dict[str, Any]:
@@ -219,7 +225,7 @@ def build(dashboard: spec.Dashboard) -> dict[str, Any]:
             .include_vars(True)
             .keep_time(True)
         )
-        .annotation(alerts_annotation(dashboard))
+        .annotation(alerts_annotation())
     )
     for name in dashboard.variables:
         built = built.with_variable(_variable(name))
@@ -234,6 +240,13 @@ def build(dashboard: spec.Dashboard) -> dict[str, Any]:
             for panel in row.panels:
                 built = built.with_panel(panel_builder(panel))
     document: dict[str, Any] = json.loads(json.dumps(built.build(), cls=JSONEncoder))
+    document["annotations"]["list"][0]["target"] = alerts_annotation_target(dashboard)
+    for variable in document["templating"]["list"]:
+        # The SDK writes an interval variable's auto settings on every variable;
+        # Grafana's VariableModel has them on none.
+        if variable["type"] != "interval":
+            for key in ("auto", "auto_min", "auto_count"):
+                variable.pop(key, None)
     next_id = 1
     for item in document["panels"]:
         item["id"] = next_id

@@ -35,6 +35,7 @@ def overview() -> Row:
                 height=4,
                 queries=(Query(f"tickscope_build_info{{{TARGET}}}", instant=True),),
                 hidden_columns=("Time", "Value", "__name__"),
+                alerts=("TickscopeMetricsAbsent",),
             ),
             stat(
                 "Spans accepted per second",
@@ -63,7 +64,7 @@ def overview() -> Row:
                 height=4,
                 queries=(Query(f"up{{{TARGET}}}", "{{instance}}"),),
                 value_text=(("0", "DOWN", "red"), ("1", "UP", "green")),
-                alerts=("TickscopeDown", "TickscopeMetricsAbsent"),
+                alerts=("TickscopeDown",),
             ),
             alerts_panel(("sidecar",)),
         ),
@@ -174,7 +175,6 @@ def span_metrics() -> Row:
                     Query(f"tickscope_spanmetrics_series{{{TARGET}}}", "{{instance}} series"),
                     Query(f"tickscope_spanmetrics_series_limit{{{TARGET}}}", "{{instance}} limit"),
                 ),
-                alerts=("TickscopeSpanMetricsOverflow",),
                 min=0,
             ),
             Panel(

@@ -90,7 +90,7 @@ def overview() -> Row:
                 "{{exchange}}",
             ),
             stat(
-                "Order rejection ratio",
+                "Order rejection ratio now",
                 "Share of orders the exchange rejected; orange from OrderRejectionRate's threshold.",
                 "percentunit",
                 REJECTION_RATIO,
