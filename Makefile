@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help demo test lint typecheck rules pytest system-deps venv bench clean docs fuzz dashboards dashboards-screenshots
+.PHONY: help demo test lint typecheck rules pytest system-deps venv bench clean docs fuzz dashboards dashboards-screenshots image
 
 help:
 	@echo "make demo    start the sidecar (and, with the shim, the demo engine) and print where to look"
@@ -18,6 +18,7 @@ help:
 	@echo "make docs    regenerate the generated parts of docs/"
 	@echo "make dashboards  regenerate dashboards/*.json, the rules' dashboard_url and docs/dashboards.md"
 	@echo "make dashboards-screenshots  redo docs/img/dashboards/*.png from the live demo"
+	@echo "make image   build the sidecar's container image (BASE=... for another base image)"
 
 $(BIN)/python:
 	@scripts/make-venv.sh "$(PYTHON)" "$(VENV)"
@@ -31,11 +32,13 @@ $(STAMP): pyproject.toml shim/pyproject.toml | $(BIN)/python
 
 venv: $(STAMP)
 
-# Debian packages (Prometheus, Alertmanager, node_exporter, and Node.js for the
-# dashboards' schema check) and the npm packages of dashboards/schema (lock file).
+# Debian packages (Prometheus, Alertmanager, node_exporter; Node.js for the
+# dashboards' schema check; podman, runc and debootstrap for the image test) and the
+# npm packages of dashboards/schema (lock file).
 system-deps:
 	@scripts/install-system-deps.sh
 	@scripts/install-node-deps.sh
+	@scripts/install-container-deps.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -79,6 +82,22 @@ dashboards: $(STAMP)
 
 dashboards-screenshots: $(STAMP) system-deps
 	$(BIN)/python scripts/dashboard_screenshots.py
+
+# The sidecar's image, tickscope:<version>: podman when installed, else docker (BuildKit).
+# No registry reachable: make image BASE=$$(scripts/build-base-image.sh)
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
+CONTAINER_ENGINE ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
+IMAGE ?= tickscope:$(VERSION)
+SOURCE_URL ?= $(or $(shell git remote get-url origin 2>/dev/null),https://git.example.com/tickscope/tickscope)
+CA_BUNDLE ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
+comma := ,
+IMAGE_BUILD_FLAGS := $(if $(filter podman,$(notdir $(CONTAINER_ENGINE))),--isolation=chroot) \
+	$(if $(BASE),--build-arg BASE=$(BASE)) \
+	$(if $(CA_BUNDLE),--secret id=ca-certificates$(comma)src=$(CA_BUNDLE))
+
+image:
+	$(CONTAINER_ENGINE) build $(IMAGE_BUILD_FLAGS) --build-arg VERSION=$(VERSION) \
+		--build-arg SOURCE_URL=$(SOURCE_URL) --tag $(IMAGE) .
 
 docs: $(STAMP)
 	$(BIN)/python scripts/update-config-doc.py
