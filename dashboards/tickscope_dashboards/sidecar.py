@@ -290,7 +290,6 @@ def forwarder() -> Row:
                     ),
                 ),
                 alerts=("TickscopeForwarderFailing",),
-                healthy_empty="upstream_down",
                 min=0,
             ),
             Panel(
