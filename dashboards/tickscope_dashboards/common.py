@@ -95,6 +95,28 @@ def rate(metric: str, *matchers: str, window: str = RATE) -> str:
     return f"rate({metric}{{{', '.join(matchers)}}}[{window}])"
 
 
+def quantile(q: float, histogram: str, matchers: str, by: str, window: str = RATE) -> str:
+    """The q-quantile of a histogram's buckets per `by` (le added)."""
+    return f"histogram_quantile({q}, sum by ({by}, le) ({rate(f'{histogram}_bucket', matchers, window=window)}))"
+
+
+def quantile_queries(
+    histogram: str,
+    matchers: str,
+    by: str,
+    legend: str,
+    qs: tuple[float, ...],
+    exemplar: bool = False,
+) -> tuple[Query, ...]:
+    """One query per quantile, legends `p50 <legend>`, `p99 <legend>`."""
+    return tuple(
+        Query(
+            quantile(q, histogram, matchers, by), f"p{round(q * 100)} {legend}", exemplar=exemplar
+        )
+        for q in qs
+    )
+
+
 def ratio_or_zero(numerator: str, denominator: str, by: str) -> str:
     """numerator / denominator, 0 where the numerator has no series (no errors yet):
     a ratio panel shows 0% on a healthy system, not "No data"."""
@@ -136,11 +158,8 @@ def red_row(selector: str = SPANS) -> Row:
     """Rate, errors and duration of the engine's exchange calls, per exchange and method,
     from the spanmetrics histogram and counter."""
     calls = "traces_span_metrics_calls_total"
-    buckets = "traces_span_metrics_duration_seconds_bucket"
+    durations = "traces_span_metrics_duration_seconds"
     errors = rate(calls, selector, 'status_code="STATUS_CODE_ERROR"')
-
-    def quantile(q: str, by: str = "le, exchange, method") -> str:
-        return f"histogram_quantile({q}, sum by ({by}) ({rate(buckets, selector)}))"
 
     return Row(
         "Exchange API: rate, errors, duration",
@@ -161,13 +180,13 @@ def red_row(selector: str = SPANS) -> Row:
                 title="Latency p50 / p95 / p99 by method",
                 description="Exchange-call latency quantiles per method, from the span-duration histogram; the points are exemplars: click one to open its trace. The red line is ExchangeHighLatency's p99 threshold.",
                 unit="s",
-                queries=tuple(
-                    Query(
-                        quantile(q),
-                        f"p{q[2:].ljust(2, '0')} {{{{exchange}}}} {{{{method}}}}",
-                        exemplar=True,
-                    )
-                    for q in ("0.5", "0.95", "0.99")
+                queries=quantile_queries(
+                    durations,
+                    selector,
+                    "exchange, method",
+                    "{{exchange}} {{method}}",
+                    (0.5, 0.95, 0.99),
+                    exemplar=True,
                 ),
                 steps=steps("ExchangeHighLatency"),
                 alerts=("ExchangeHighLatency",),
@@ -204,8 +223,14 @@ def red_row(selector: str = SPANS) -> Row:
                 kind="table",
                 width=24,
                 queries=(
-                    Query(quantile_over_range("0.99", selector), instant=True),
-                    Query(quantile_over_range("0.5", selector), instant=True),
+                    Query(
+                        quantile(0.99, durations, selector, "exchange, method", "$__range"),
+                        instant=True,
+                    ),
+                    Query(
+                        quantile(0.5, durations, selector, "exchange, method", "$__range"),
+                        instant=True,
+                    ),
                     Query(
                         f"sum by (exchange, method) (rate({calls}{{{selector}}}[$__range]))",
                         instant=True,
@@ -216,11 +241,4 @@ def red_row(selector: str = SPANS) -> Row:
                 sort_by="p99",
             ),
         ),
-    )
-
-
-def quantile_over_range(q: str, selector: str) -> str:
-    return (
-        f"histogram_quantile({q}, sum by (le, exchange, method) "
-        f"(rate(traces_span_metrics_duration_seconds_bucket{{{selector}}}[$__range])))"
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tickscope_dashboards.common import TARGET, alerts_panel, rate
+from tickscope_dashboards.common import TARGET, alerts_panel, quantile_queries, rate
 from tickscope_dashboards.spec import Dashboard, Panel, Query, Row
 
 UID = "tickscope-sidecar"
@@ -129,13 +129,12 @@ def spans() -> Row:
                 title="Export request duration",
                 description="Time to handle an OTLP export request, p50 and p99 per receiver.",
                 unit="s",
-                queries=tuple(
-                    Query(
-                        f"histogram_quantile({q}, sum by (job, instance, receiver, le) "
-                        f"({rate('tickscope_receiver_request_duration_seconds_bucket', TARGET)}))",
-                        f"{{{{instance}}}} {{{{receiver}}}} p{q[2:].ljust(2, '0')}",
-                    )
-                    for q in ("0.5", "0.99")
+                queries=quantile_queries(
+                    "tickscope_receiver_request_duration_seconds",
+                    TARGET,
+                    "job, instance, receiver",
+                    "{{instance}} {{receiver}}",
+                    (0.5, 0.99),
                 ),
                 min=0,
             ),

@@ -9,6 +9,8 @@ from tickscope_dashboards.common import (
     SPANS,
     TARGET,
     alerts_panel,
+    quantile,
+    quantile_queries,
     rate,
     ratio_or_zero,
     red_row,
@@ -30,10 +32,7 @@ ERROR_RATIO = ratio_or_zero(
 REJECTION_RATIO = ratio_or_zero(
     rate(ORDERS, EXCHANGE, 'outcome="rejected"'), rate(ORDERS, EXCHANGE), "exchange"
 )
-P99 = (
-    "histogram_quantile(0.99, sum by (le, exchange) "
-    f"({rate('traces_span_metrics_duration_seconds_bucket', SPANS)}))"
-)
+P99 = quantile(0.99, "traces_span_metrics_duration_seconds", SPANS, "exchange")
 
 
 def overview() -> Row:
@@ -154,13 +153,13 @@ def orders() -> Row:
                 title="Order latency",
                 description="Time from sending an order to the exchange's answer, p50 and p99 per exchange; the points are exemplars linking to the order's trace.",
                 unit="s",
-                queries=tuple(
-                    Query(
-                        f"histogram_quantile({q}, sum by (le, exchange) ({rate('trading_order_latency_seconds_bucket', EXCHANGE)}))",
-                        f"p{q[2:].ljust(2, '0')} {{{{exchange}}}}",
-                        exemplar=True,
-                    )
-                    for q in ("0.5", "0.99")
+                queries=quantile_queries(
+                    "trading_order_latency_seconds",
+                    EXCHANGE,
+                    "exchange",
+                    "{{exchange}}",
+                    (0.5, 0.99),
+                    exemplar=True,
                 ),
                 min=0,
             ),
