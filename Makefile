@@ -35,10 +35,11 @@ venv: $(STAMP)
 # Debian packages (Prometheus, Alertmanager, node_exporter; Node.js for the
 # dashboards' schema check; podman, runc and debootstrap for the image test) and the
 # npm packages of dashboards/schema (lock file).
-system-deps:
+system-deps: | $(BIN)/python
 	@scripts/install-system-deps.sh
 	@scripts/install-node-deps.sh
 	@scripts/install-container-deps.sh
+	@scripts/install-helm.sh $(VENV)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -79,6 +80,7 @@ clean:
 # the alert rules' dashboard_url annotations and docs/dashboards.md's panel tables.
 dashboards: $(STAMP)
 	PYTHONPATH=dashboards $(BIN)/python -m tickscope_dashboards
+	$(BIN)/python scripts/sync-chart-files.py
 
 dashboards-screenshots: $(STAMP) system-deps
 	$(BIN)/python scripts/dashboard_screenshots.py
@@ -103,3 +105,5 @@ docs: $(STAMP)
 	$(BIN)/python scripts/update-config-doc.py
 	$(BIN)/python scripts/alerts_table.py
 	PYTHONPATH=dashboards $(BIN)/python -m tickscope_dashboards
+	$(BIN)/python scripts/sync-chart-files.py
+	$(BIN)/python scripts/chart_values_doc.py
