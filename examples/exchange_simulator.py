@@ -1,24 +1,41 @@
-"""A local stand-in for Binance's spot REST API (v3), for tickscope's demo and tests.
+"""A local stand-in for Binance's spot API (REST v3 and websockets), for tickscope's demo and tests.
 
 It speaks enough of the API that the unmodified ccxt client, sync or async, can
 load markets, read tickers, order books, candles and trades, read the balance
-and place, read, list and cancel orders; and it can be told to misbehave (rate
-limits, bans, outages, slowness) so the metrics tickscope derives from those
-calls can be checked end to end.
+and place, read, list and cancel orders; that unmodified ccxt.pro can watch
+tickers, order books (diff depth stream over the REST snapshot), trades, candles,
+orders and the balance over websockets on the same port (see
+exchange_simulator_ws.py); and it can be told to misbehave (rate limits, bans,
+outages, slowness; paused, dropped and lagging streams; a server clock that is
+off) so the metrics tickscope derives from those calls can be checked end to end.
 
 ccxt is pointed at it by rewriting its API URLs, `https://HOST/PATH` becoming
-`http://127.0.0.1:PORT/HOST/PATH` (see `BinanceSimulator.point`), so requests
-arrive with the original host as the first path segment; any host is accepted.
+`http://127.0.0.1:PORT/HOST/PATH` and `wss://HOST/PATH` becoming
+`ws://127.0.0.1:PORT/HOST/PATH` (see `point_at`), so requests arrive with the
+original host as the first path segment; any host is accepted.
 
-    python examples/exchange_simulator.py [--port N]
+    python examples/exchange_simulator.py [--port N] [--ws-rate R]
 
 prints `exchange simulator listening on http://127.0.0.1:PORT` once it accepts
-connections. Faults can then be injected over HTTP, from another process:
+connections. It can then be driven over HTTP, from another process:
 
-    POST   /_sim/faults   {"path": "ticker", "status": 429, "count": 3}
+    POST   /_sim/faults      {"path": "ticker", "status": 429, "count": 3}
     DELETE /_sim/faults
-    GET    /_sim/state
+    GET    /_sim/state       requests, orders, balances, websockets, clock
     POST   /_sim/reset
+    POST   /_sim/ws/pause    {"stream": "btcusdt@ticker"} | {"symbol": "BTC/USDT"} | {}
+    POST   /_sim/ws/resume   (the same selectors; {} resumes everything)
+    POST   /_sim/ws/drop     {"mode": "close" | "abort", "code": 1001, "refuse_seconds": 0}
+    POST   /_sim/ws/lag      {"seconds": 2.5, "delay": 0.0, "stream" | "symbol": ...}
+    POST   /_sim/ws/rate     {"rate": 10, "stream": ...}
+    POST   /_sim/ws/push     {"stream": "btcusdt@ticker", "count": 5, "interval": 0.02}
+    GET    /_sim/clock
+    POST   /_sim/clock       {"offset": -2.5}
+
+The clock offset moves everything the simulator stamps: serverTime, order
+times, ticker and candle times, the HTTP Date header and websocket event
+times; signed requests are then judged against it like Binance does (-1021
+outside recvWindow, or more than 1 s ahead).
 
 Credentials are never checked, stored, logged or echoed: private calls only
 need an `X-MBX-APIKEY` header and a `signature` parameter to be present.
@@ -29,24 +46,34 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import email.utils
 import http
 import json
 import logging
 import math
 import random
 import re
+import secrets
 import signal
 import threading
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections import Counter, deque
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_UP, Decimal, InvalidOperation
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+
+# examples/ is not a package: at run time its folder is on sys.path (a script's
+# own folder, or a test's conftest), while mypy, run from the repository root
+# with explicit package bases, names the module by its path.
+if TYPE_CHECKING:
+    from examples.exchange_simulator_ws import DEFAULT_RATE, USER_DATA, StreamSpec, WsHub
+else:
+    from exchange_simulator_ws import DEFAULT_RATE, USER_DATA, StreamSpec, WsHub
 
 log = logging.getLogger("tickscope.exchange_simulator")
 
@@ -114,6 +141,17 @@ SECURITY_SIGNED = "SIGNED"  # TRADE and USER_DATA endpoints
 OPEN_STATUSES = frozenset({"NEW", "PARTIALLY_FILLED"})
 FAULT_FIELDS = frozenset({"path", "status", "count", "latency", "body", "headers"})
 
+BOOK_LEVELS = 200  # per side, in the REST snapshot and the streamed book alike
+BOOK_HISTORY = 10_000  # diffs kept, so that a paused depth stream can catch up
+BOOK_GRID = Decimal("0.0001")  # levels about one step of the price walk apart
+# Binance's rule for signed requests: timestamp < serverTime + 1000 and
+# serverTime - timestamp <= recvWindow (default 5000 ms, at most 60000).
+RECV_WINDOW_MS = 5_000
+MAX_RECV_WINDOW_MS = 60_000
+AHEAD_LIMIT_MS = 1_000
+MAX_CLOCK_OFFSET_S = 30 * 86_400.0
+LISTEN_KEY_TTL_S = 3_600.0
+
 
 class BinanceError(Exception):
     """An error answered the way Binance answers it: `{"code": ..., "msg": ...}`."""
@@ -125,7 +163,7 @@ class BinanceError(Exception):
         self.msg = msg
 
 
-def _now_ms() -> int:
+def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
@@ -207,6 +245,20 @@ def _opt_int(params: Mapping[str, str], name: str) -> int | None:
         raise _illegal(name) from None
 
 
+def _int_value(raw: Any, name: str) -> int:
+    """An integer parameter sent as a string (REST) or a JSON number (WebSocket API)."""
+    if isinstance(raw, bool):
+        raise _illegal(name)
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, str):
+        try:
+            return int(raw)
+        except ValueError:
+            pass
+    raise _illegal(name)
+
+
 def _limit(params: Mapping[str, str], default: int, maximum: int) -> int:
     value = _opt_int(params, "limit")
     if value is None:
@@ -246,6 +298,7 @@ class _Market:
     volume: Decimal = Decimal(0)
     quote_volume: Decimal = Decimal(0)
     trades: int = 0
+    ws_trade_id: int = 1  # the trade stream's own ids; they keep growing across reset()
 
     def reset(self) -> None:
         self.mid = self.high = self.low = self.initial_mid
@@ -274,6 +327,7 @@ class _Order:
     reserved_asset: str = ""
     reserved: Decimal = Decimal(0)
     fills: list[dict[str, Any]] = field(default_factory=list)
+    cancel_client_id: str = ""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -330,6 +384,96 @@ class _Trade:
 
 
 @dataclass
+class _BookDiff:
+    first: int  # Binance's "U"
+    last: int  # and "u"
+    bids: dict[int, int]  # price in ticks -> quantity in lots; 0 removes the level
+    asks: dict[int, int]
+
+
+class _Book:
+    """One market's order book, on a grid of prices, in ticks and lots.
+
+    Every change is a diff with consecutive update ids, kept in `history`: the
+    REST snapshot (`lastUpdateId`) and the diff depth stream (`U`, `u`) read the
+    same book, so a client that follows Binance's recipe keeps a valid copy.
+    """
+
+    def __init__(self, m: _Market, rng: random.Random, update_id: int) -> None:
+        self.market = m
+        self.rng = rng
+        self.grid = max(1, int(_to_decimal(m.initial_mid) * BOOK_GRID / m.tick))
+        self.lot = max(1, int(_to_decimal(10_000 / m.initial_mid) / m.step))  # ~10k quote a level
+        self.bids: dict[int, int] = {}
+        self.asks: dict[int, int] = {}
+        self.update_id = update_id
+        self.history: deque[_BookDiff] = deque(maxlen=BOOK_HISTORY)
+
+    def _qty(self) -> int:
+        return max(1, round(self.lot * self.rng.uniform(0.1, 2.0)))
+
+    def _move(self, side: dict[int, int], wanted: set[int]) -> dict[int, int]:
+        changes: dict[int, int] = {}
+        for price in [p for p in side if p not in wanted]:
+            del side[price]
+            changes[price] = 0
+        for price in wanted - side.keys():
+            side[price] = changes[price] = self._qty()
+        return changes
+
+    def step(self, bid: int, ask: int) -> _BookDiff:
+        """Move the book to the touch `bid`/`ask` (in ticks): levels that crossed
+        or fell off the far end go, new ones come in at the grid, and a couple of
+        quantities change on each side."""
+        g, n = self.grid, BOOK_LEVELS - 1
+        top = (bid - 1) // g * g
+        bids = self._move(self.bids, {p for p in (bid, *range(top, top - g * n, -g)) if p > 0})
+        low = (ask // g + 1) * g
+        asks = self._move(self.asks, {ask, *range(low, low + g * n, g)})
+        for side, changes in ((self.bids, bids), (self.asks, asks)):
+            for price in self.rng.sample(list(side), min(2, len(side))):
+                side[price] = changes[price] = self._qty()
+        count = len(bids) + len(asks)
+        diff = _BookDiff(self.update_id + 1, self.update_id + count, bids, asks)
+        self.update_id += count
+        self.history.append(diff)
+        return diff
+
+    def since(self, cursor: int) -> tuple[int, int, dict[int, int], dict[int, int]]:
+        """Every change after update id `cursor`, merged: (U, u, bids, asks)."""
+        diffs: list[_BookDiff] = []
+        for diff in reversed(self.history):
+            if diff.last <= cursor:
+                break
+            diffs.append(diff)
+        bids: dict[int, int] = {}
+        asks: dict[int, int] = {}
+        for diff in reversed(diffs):
+            bids.update(diff.bids)
+            asks.update(diff.asks)
+        first = diffs[-1].first if diffs else cursor + 1
+        return first, self.update_id, bids, asks
+
+    def price(self, ticks: int) -> str:
+        return _fmt(self.market.tick * ticks)
+
+    def qty(self, lots: int) -> str:
+        return _fmt(self.market.step * lots)
+
+    def levels(self, side: dict[int, int], prices: list[int]) -> list[list[str]]:
+        return [[self.price(p), self.qty(side.get(p, 0))] for p in prices]
+
+    def snapshot(self, limit: int) -> dict[str, Any]:
+        bids = sorted(self.bids, reverse=True)[:limit]
+        asks = sorted(self.asks)[:limit]
+        return {
+            "lastUpdateId": self.update_id,
+            "bids": self.levels(self.bids, bids),
+            "asks": self.levels(self.asks, asks),
+        }
+
+
+@dataclass
 class Fault:
     """One injected misbehaviour; see `BinanceSimulator.inject`."""
 
@@ -366,12 +510,14 @@ class _Endpoint:
 
 
 class BinanceSimulator:
-    """An in-memory Binance spot exchange served over HTTP on 127.0.0.1.
+    """An in-memory Binance spot exchange served over HTTP and websockets on 127.0.0.1.
 
     Use it from asyncio (`await start()` / `await stop()`, or `async with`), or
     from synchronous code with `running()`, which serves from a background
-    thread. `inject`, `clear_faults`, `state` and `reset` may be called from any
-    thread while it runs.
+    thread. `inject`, `clear_faults`, `state`, `reset` and the websocket and
+    clock controls (`pause_streams`, `resume_streams`, `drop_connections`,
+    `set_lag`, `set_stream_rate`, `push`, `set_clock_offset`) may be called from
+    any thread while it runs.
     """
 
     def __init__(
@@ -383,11 +529,18 @@ class BinanceSimulator:
         seed: int | None = None,
         volatility: float = 1e-4,
         weight_limit: int | None = None,
+        ws_rate: float = DEFAULT_RATE,
+        clock_offset: float = 0.0,
     ) -> None:
         """`symbols` maps unified symbols to mid prices; `balances` assets to
         free amounts. `volatility` is the standard deviation of each 100 ms
         random-walk step (0 keeps prices still); `weight_limit`, if given, makes
-        the simulator answer 429 once a minute's request weight exceeds it."""
+        the simulator answer 429 once a minute's request weight exceeds it.
+        `ws_rate` is every websocket stream's updates per second (0: only
+        `push` sends; the price walk steps every 100 ms of wall time, so at the
+        default 10/s each update carries a new price, and the depth stream
+        changes a few levels every update); `clock_offset` the server clock's
+        offset in seconds."""
         if not 0 <= port <= 65535:
             raise ValueError("port must be in 0..65535")
         if volatility < 0:
@@ -396,6 +549,9 @@ class BinanceSimulator:
         self._volatility = volatility
         self._weight_limit = weight_limit
         self._rng = random.Random(seed)
+        # The streams draw from their own generators, so that watching a market
+        # does not change the price walk a seed gives.
+        self._ws_rng = random.Random(None if seed is None else f"{seed}:ws")
         self._markets: dict[str, _Market] = {}
         for symbol, price in (DEFAULT_SYMBOLS if symbols is None else symbols).items():
             base, sep, quote = symbol.partition("/")
@@ -435,7 +591,17 @@ class BinanceSimulator:
         self._next_order_id = 1
         self._next_trade_id = 1
         self._next_fault_id = 1
-        self._next_update_id = 1
+        self._clock_offset_ms = 0
+        self.set_clock_offset(clock_offset)
+        self._initial_clock_offset_ms = self._clock_offset_ms
+        self._books: dict[str, _Book] = {}
+        for market in self._markets.values():
+            rng = random.Random(None if seed is None else f"{seed}:{market.id}:book")
+            book = self._books[market.id] = _Book(market, rng, 1_000_000)
+            self._book_step(market)
+            book.history.clear()  # the initial fill is nobody's update
+        self._listen_keys: dict[str, float] = {}  # key -> expiry (time.monotonic())
+        self._ws = WsHub(self, ws_rate)
         self._reset_state()
         self._routes = self._build_routes()
         self._runner: web.AppRunner | None = None
@@ -458,6 +624,9 @@ class BinanceSimulator:
         self._stopping = asyncio.Event()
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
+        # aiohttp stamps Date itself; this runs after it, so that the header
+        # follows the simulator's clock.
+        app.on_response_prepare.append(self._stamp_date)
         # access_log=None: an access log would record query strings, which carry
         # the signature of every private call. handler_cancellation: a client
         # that gives up on an injected latency frees its handler at once.
@@ -472,6 +641,7 @@ class BinanceSimulator:
             raise
         self._runner = runner
         self.port = int(runner.addresses[0][1])
+        self._ws.start(asyncio.get_running_loop())
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
@@ -479,7 +649,12 @@ class BinanceSimulator:
             return
         if self._stopping is not None:
             self._stopping.set()  # wakes injected-latency sleeps so cleanup is prompt
+        # Websockets first: aiohttp's shutdown would wait for their handlers.
+        await self._ws.stop()
         await runner.cleanup()
+
+    async def _stamp_date(self, request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["Date"] = email.utils.formatdate(self._now_ms() / 1000, usegmt=True)
 
     async def __aenter__(self) -> BinanceSimulator:
         await self.start()
@@ -554,8 +729,10 @@ class BinanceSimulator:
         """Rewrite `exchange.urls['api']` so every call comes here; returns `exchange`.
 
         `https://api.binance.com/api/v3` becomes
-        `http://127.0.0.1:PORT/api.binance.com/api/v3`. URLs already pointed at a
-        simulator are re-pointed, not nested.
+        `http://127.0.0.1:PORT/api.binance.com/api/v3`, and the websocket ones
+        (`urls['api']['ws']`, ccxt.pro) `wss://stream.binance.com:9443/ws`
+        `ws://127.0.0.1:PORT/stream.binance.com:9443/ws`. URLs already pointed at
+        a simulator are re-pointed, not nested.
         """
         return point_at(exchange, self.url)
 
@@ -575,6 +752,85 @@ class BinanceSimulator:
         if secret is not None:
             config["secret"] = secret
         return config
+
+    # ----- websockets and the clock ----------------------------------------
+
+    def pause_streams(self, stream: str | None = None, symbol: str | None = None) -> None:
+        """Pause one stream (`"btcusdt@ticker"`, `"btcusdt@depth@100ms"`,
+        `"userData"`), every stream of `symbol` (`"BTC/USDT"` or `"BTCUSDT"`), or
+        everything. A paused stream generates nothing (user data events are
+        dropped); its connections stay open, so the client sees silence."""
+        self._ws.pause(stream, symbol)
+
+    def resume_streams(self, stream: str | None = None, symbol: str | None = None) -> None:
+        """Undo `pause_streams` for the same selector; with neither, every pause."""
+        self._ws.resume(stream, symbol)
+
+    def drop_connections(
+        self, mode: str = "close", code: int = 1001, refuse_seconds: float = 0.0
+    ) -> int:
+        """Drop every websocket: `"close"` with a close frame (`code`), `"abort"`
+        by resetting the TCP connection. New handshakes are refused (503,
+        Retry-After) for `refuse_seconds`. Returns how many were dropped."""
+        return self._ws.drop(mode, code, refuse_seconds)
+
+    def set_lag(
+        self,
+        seconds: float = 0.0,
+        delay: float = 0.0,
+        stream: str | None = None,
+        symbol: str | None = None,
+    ) -> None:
+        """Websocket events stamped `seconds` behind the simulator's clock, and/or
+        delivered `delay` seconds late, for a stream, a symbol or everything (the
+        most specific setting wins; 0, 0 removes one)."""
+        self._ws.set_lag(seconds, delay, stream, symbol)
+
+    def set_stream_rate(self, rate: float, stream: str | None = None) -> None:
+        """Updates per second of a stream, or the default; 0: only `push` sends."""
+        self._ws.set_rate(rate, stream)
+
+    def push(self, stream: str, count: int = 1, interval: float = 0.0) -> int:
+        """Send exactly `count` events of `stream` (`interval` seconds apart) to
+        its subscribers, whatever its rate or pause; returns how many
+        connections get them (LookupError if none is subscribed)."""
+        return self._ws.push(stream, count, interval)
+
+    def subscribers(self, stream: str) -> int:
+        """How many connections receive `stream` now (`"userData"` included)."""
+        return self._ws.subscribers(stream)
+
+    def order_book(self, symbol: str, limit: int = BOOK_LEVELS) -> dict[str, Any]:
+        """The book as the simulator holds it now, best levels first, prices and
+        quantities as strings. Unlike GET /api/v3/depth, reading it changes nothing."""
+        with self._lock:
+            return self._books[self.ws_market_id(symbol)].snapshot(limit)
+
+    @property
+    def clock_offset(self) -> float:
+        """The server clock's offset from this machine's, in seconds."""
+        return self._clock_offset_ms / 1000
+
+    def set_clock_offset(self, seconds: float) -> None:
+        """Move the server clock `seconds` (either sign) from this machine's:
+        serverTime, order times, tickers, candles, trades, the Date header and
+        websocket events all follow, and signed requests are judged by it."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise TypeError("offset must be a number of seconds")
+        if not math.isfinite(seconds) or abs(seconds) > MAX_CLOCK_OFFSET_S:
+            raise ValueError(f"offset must be within ±{MAX_CLOCK_OFFSET_S:g} seconds")
+        self._clock_offset_ms = round(seconds * 1000)
+
+    def server_time_ms(self) -> int:
+        """The simulator's clock: what /api/v3/time answers now."""
+        return self._now_ms()
+
+    def _now_ms(self) -> int:
+        return _wall_ms() + self._clock_offset_ms
+
+    @property
+    def lock(self) -> threading.RLock:
+        return self._lock
 
     # ----- faults and state ------------------------------------------------
 
@@ -655,6 +911,9 @@ class BinanceSimulator:
                 "faults_fired": self._faults_fired,
                 "faults": [f.as_json() for f in self._faults],
                 "prices": {m.symbol: m.mid for m in self._markets.values()},
+                "book_update_ids": {
+                    m.symbol: self._books[m.id].update_id for m in self._markets.values()
+                },
                 "balances": {
                     asset: {
                         "free": _fmt(self._free.get(asset, Decimal(0))),
@@ -662,12 +921,22 @@ class BinanceSimulator:
                     }
                     for asset in sorted(set(self._free) | set(self._locked))
                 },
+                "clock": {"offset_s": self.clock_offset, "server_time": self._now_ms()},
+                "listen_keys_active": sum(
+                    expiry > time.monotonic() for expiry in self._listen_keys.values()
+                ),
+                "ws": self._ws.state(),
             }
 
     def reset(self) -> None:
-        """Back to the initial prices and balances: no orders, counts or faults."""
+        """Back to the initial prices and balances: no orders, counts or faults;
+        no stream paused or lagging, every stream at the constructor's rate, the
+        clock offset the constructor's. Websocket connections stay open."""
         with self._lock:
             self._reset_state()
+            self._clock_offset_ms = self._initial_clock_offset_ms
+            self._listen_keys.clear()
+            self._ws.reset()
 
     def _reset_state(self) -> None:
         for market in self._markets.values():
@@ -767,6 +1036,7 @@ class BinanceSimulator:
             "/api/v3/account": 20,
             "/api/v3/allOrders": 20,
             "/api/v3/myTrades": 20,
+            "/api/v3/userDataStream": 2,
         }.get(route, 1)
 
     # ----- prices ----------------------------------------------------------
@@ -829,7 +1099,7 @@ class BinanceSimulator:
         public, keyed, signed = SECURITY_NONE, SECURITY_API_KEY, SECURITY_SIGNED
         table: list[tuple[str, str, _Handler, str]] = [
             ("GET", "/ping", lambda p: {}, public),
-            ("GET", "/time", lambda p: {"serverTime": _now_ms()}, public),
+            ("GET", "/time", lambda p: {"serverTime": self._now_ms()}, public),
             ("GET", "/exchangeInfo", self._h_exchange_info, public),
             ("GET", "/ticker/24hr", self._h_ticker_24hr, public),
             ("GET", "/ticker/price", self._h_ticker_price, public),
@@ -850,6 +1120,9 @@ class BinanceSimulator:
             ("DELETE", "/openOrders", self._h_cancel_open_orders, signed),
             ("GET", "/allOrders", self._h_all_orders, signed),
             ("GET", "/myTrades", self._h_my_trades, signed),
+            ("POST", "/userDataStream", self._h_listen_key_new, keyed),
+            ("PUT", "/userDataStream", self._h_listen_key_keepalive, keyed),
+            ("DELETE", "/userDataStream", self._h_listen_key_close, keyed),
         ]
         return {(method, v3 + path): _Endpoint(h, sec) for method, path, h, sec in table}
 
@@ -859,9 +1132,12 @@ class BinanceSimulator:
         rest = "/" + parts[2] if len(parts) > 2 else "/"
         if first == "_sim":
             return await self._handle_control(request, rest)
+        if request.method == "GET" and request.headers.get("Upgrade", "").lower() == "websocket":
+            return await self._ws.handle(request, rest)
         return await self._handle_exchange(request, rest)
 
     async def _handle_exchange(self, request: web.Request, route: str) -> web.StreamResponse:
+        arrival_ms = self._now_ms()  # Binance judges a request's timestamp on receipt
         method = request.method
         endpoint = self._routes.get((method, route))
         order_post = method == "POST" and route == "/api/v3/order"
@@ -889,6 +1165,8 @@ class BinanceSimulator:
         try:
             params = await self._params(request)
             self._check_credentials(request, params, endpoint.security)
+            if endpoint.security == SECURITY_SIGNED:
+                self._check_timestamp(params, arrival_ms)
             with self._lock:
                 if order_post:
                     self._count_order()
@@ -923,6 +1201,30 @@ class BinanceSimulator:
         if security == SECURITY_SIGNED and not params.get("signature"):
             raise _mandatory("signature")
 
+    @staticmethod
+    def _check_timestamp(params: Mapping[str, Any], server_ms: int, required: bool = False) -> None:
+        """Binance's recvWindow rule against the simulator's clock. REST calls
+        without a timestamp pass (the simulator has always taken them); the
+        WebSocket API requires one."""
+        raw = params.get("timestamp")
+        if raw is None or raw == "":
+            if required:
+                raise _mandatory("timestamp")
+            return
+        timestamp = _int_value(raw, "timestamp")
+        window = params.get("recvWindow")
+        recv_window = RECV_WINDOW_MS if window in (None, "") else _int_value(window, "recvWindow")
+        if not 0 < recv_window <= MAX_RECV_WINDOW_MS:
+            raise BinanceError(400, -1131, "recvWindow must be less than 60000")
+        if timestamp >= server_ms + AHEAD_LIMIT_MS:
+            raise BinanceError(
+                400, -1021, "Timestamp for this request was 1000ms ahead of the server's time."
+            )
+        if server_ms - timestamp > recv_window:
+            raise BinanceError(
+                400, -1021, "Timestamp for this request is outside of the recvWindow."
+            )
+
     async def _sleep_unless_stopping(self, seconds: float) -> bool:
         """Sleep; True if the simulator began stopping meanwhile."""
         stopping = self._stopping
@@ -934,8 +1236,7 @@ class BinanceSimulator:
             return False
         return True
 
-    @staticmethod
-    def _fault_response(fault: Fault, rate_headers: dict[str, str]) -> web.Response:
+    def _fault_response(self, fault: Fault, rate_headers: dict[str, str]) -> web.Response:
         status = fault.status if fault.status is not None else 200
         headers = dict(rate_headers)
         if status == 429:
@@ -943,7 +1244,7 @@ class BinanceSimulator:
             default: dict[str, Any] | None = {"code": -1003, "msg": TOO_MANY_REQUESTS_MSG}
         elif status == 418:
             headers["Retry-After"] = str(BAN_SECONDS)
-            until = _now_ms() + BAN_SECONDS * 1000
+            until = self._now_ms() + BAN_SECONDS * 1000
             default = {
                 "code": -1003,
                 "msg": f"Way too many requests; IP banned until {until}. "
@@ -991,7 +1292,47 @@ class BinanceSimulator:
         if route == "/reset" and method == "POST":
             self.reset()
             return _json_response({"ok": True})
+        if route == "/clock" and method == "GET":
+            return _json_response({"offset": self.clock_offset, "server_time": self._now_ms()})
+        if route == "/clock" and method == "POST":
+            return await self._control_call(request, {"offset"}, self._control_clock)
+        action = WS_CONTROLS.get(route) if method == "POST" else None
+        if action is not None:
+            fields, call = action
+            return await self._control_call(request, fields, lambda p: call(self, p))
         return _json_response({"error": "no such control endpoint"}, 404)
+
+    def _control_clock(self, payload: dict[str, Any]) -> Any:
+        if "offset" not in payload:
+            raise ValueError("offset is required")
+        self.set_clock_offset(payload["offset"])
+        return {"offset": self.clock_offset, "server_time": self._now_ms()}
+
+    @staticmethod
+    async def _control_call(
+        request: web.Request,
+        fields: frozenset[str] | set[str],
+        call: Callable[[dict[str, Any]], Any],
+    ) -> web.Response:
+        """A JSON-object body with only `fields`, handed to `call`; its errors as 4xx."""
+        try:
+            payload = await request.json() if request.can_read_body else {}
+        except (ValueError, UnicodeDecodeError):
+            return _json_response({"error": "body must be a JSON object"}, 400)
+        if not isinstance(payload, dict):
+            return _json_response({"error": "body must be a JSON object"}, 400)
+        unknown = sorted(set(payload) - set(fields))
+        if unknown:
+            return _json_response({"error": f"unknown fields: {', '.join(unknown)}"}, 400)
+        try:
+            result = call(payload)
+        except (TypeError, ValueError) as exc:
+            return _json_response({"error": str(exc)}, 400)
+        except LookupError as exc:
+            return _json_response({"error": str(exc)}, 409)
+        except RuntimeError as exc:
+            return _json_response({"error": str(exc)}, 503)
+        return _json_response({"ok": True} if result is None else result)
 
     # ----- market data -----------------------------------------------------
 
@@ -1041,7 +1382,7 @@ class BinanceSimulator:
             )
         return {
             "timezone": "UTC",
-            "serverTime": _now_ms(),
+            "serverTime": self._now_ms(),
             "rateLimits": [
                 {
                     "rateLimitType": "REQUEST_WEIGHT",
@@ -1056,8 +1397,8 @@ class BinanceSimulator:
             "symbols": symbols,
         }
 
-    def _ticker(self, m: _Market) -> dict[str, Any]:
-        now = _now_ms()
+    def _ticker(self, m: _Market, now: int | None = None) -> dict[str, Any]:
+        now = self._now_ms() if now is None else now
         bid, ask = self._touch(m)
         last = self._mid(m)
         open_ = _round_to(_to_decimal(m.initial_mid), m.tick)
@@ -1109,23 +1450,20 @@ class BinanceSimulator:
 
     def _h_avg_price(self, params: dict[str, str]) -> Any:
         m = self._symbol_param(params)
-        return {"mins": 5, "price": _fmt(self._mid(m)), "closeTime": _now_ms()}
+        return {"mins": 5, "price": _fmt(self._mid(m)), "closeTime": self._now_ms()}
+
+    def _book_step(self, m: _Market) -> _Book:
+        """Bring the market's book to the current touch (one more diff)."""
+        book = self._books[m.id]
+        bid, ask = self._touch(m)
+        book.step(int(bid / m.tick), int(ask / m.tick))
+        return book
 
     def _h_depth(self, params: dict[str, str]) -> Any:
         m = self._symbol_param(params)
+        # At most BOOK_LEVELS a side, whatever the limit: the book is that deep.
         limit = _limit(params, 100, 5000)
-        bid, ask = self._touch(m)
-        update_id = self._next_update_id
-        self._next_update_id += 1
-        rng = random.Random(f"{m.id}:{update_id}")
-        lot = _to_decimal(10_000 / m.initial_mid)  # about 10k quote per level
-
-        def qty() -> str:
-            return _fmt(max(m.step, _floor_to(lot * _to_decimal(rng.uniform(0.1, 2.0)), m.step)))
-
-        bids = [[_fmt(bid - m.tick * i), qty()] for i in range(limit) if bid - m.tick * i > 0]
-        asks = [[_fmt(ask + m.tick * i), qty()] for i in range(limit)]
-        return {"lastUpdateId": update_id, "bids": bids, "asks": asks}
+        return self._book_step(m).snapshot(limit)
 
     def _h_klines(self, params: dict[str, str]) -> Any:
         m = self._symbol_param(params)
@@ -1134,13 +1472,18 @@ class BinanceSimulator:
             raise BinanceError(400, -1120, "Invalid interval.")
         limit = _limit(params, 500, 1000)
         start, end = _opt_int(params, "startTime"), _opt_int(params, "endTime")
-        current = _now_ms() // interval * interval
+        current = self._now_ms() // interval * interval
         last = current if end is None else min(end // interval * interval, current)
         if start is not None:
             first = -(-start // interval) * interval
             opens = [t for t in range(first, last + 1, interval)][:limit]
         else:
             opens = [t for t in range(last - (limit - 1) * interval, last + 1, interval) if t >= 0]
+        return self._kline_rows(m, interval, opens, current)
+
+    def _kline_rows(
+        self, m: _Market, interval: int, opens: list[int], current: int
+    ) -> list[list[Any]]:
         mid = float(self._mid(m))
         rows: list[list[Any]] = []
         close = None
@@ -1174,7 +1517,7 @@ class BinanceSimulator:
         """(id, time, price, qty, buyer is maker): one trade a second, its id the
         second since the epoch, so fromId/startTime/endTime all mean something."""
         limit = _limit(params, 500, 1000)
-        now_id = _now_ms() // 1000
+        now_id = self._now_ms() // 1000
         from_id = _opt_int(params, "fromId")
         start, end = _opt_int(params, "startTime"), _opt_int(params, "endTime")
         if from_id is not None:
@@ -1255,7 +1598,7 @@ class BinanceSimulator:
             "brokered": False,
             "requireSelfTradePrevention": False,
             "preventSor": False,
-            "updateTime": _now_ms(),
+            "updateTime": self._now_ms(),
             "accountType": "SPOT",
             "balances": balances,
             "permissions": ["SPOT"],
@@ -1349,7 +1692,7 @@ class BinanceSimulator:
             raise BinanceError(400, -2010, INSUFFICIENT_BALANCE_MSG)
         if test:
             return None
-        now = _now_ms()
+        now = self._now_ms()
         order = _Order(
             order_id=self._next_order_id,
             client_order_id=params.get("newClientOrderId") or f"sim_{uuid.uuid4().hex[:20]}",
@@ -1364,17 +1707,80 @@ class BinanceSimulator:
             update_time=now,
         )
         self._next_order_id += 1
+        self._report(order, "NEW", now)
         if fill_price is not None:
-            self._fill(order, fill_price, now)
+            trade = self._fill(order, fill_price, now)
+            self._report(order, "TRADE", now, trade)
         elif time_in_force != "GTC":
             order.status = "EXPIRED"  # IOC/FOK that cannot trade now never rest
+            self._report(order, "EXPIRED", now)
         else:
             order.reserved_asset, order.reserved = asset, needed
             self._move(asset, -needed, needed)
         self._orders[order.order_id] = order
+        self._account_position((m.base, m.quote), now)
         return order
 
-    def _fill(self, order: _Order, price: Decimal, now: int) -> None:
+    def _report(self, order: _Order, execution: str, now: int, trade: _Trade | None = None) -> None:
+        """The user data stream's executionReport for what just happened to `order`."""
+        cancel_id = order.cancel_client_id if execution == "CANCELED" else ""
+        self._ws.user_event(
+            {
+                "e": "executionReport",
+                "s": order.market.id,
+                "c": cancel_id or order.client_order_id,
+                "S": order.side,
+                "o": order.type,
+                "f": order.time_in_force,
+                "q": _fmt(order.orig_qty),
+                "p": _fmt(order.price),
+                "P": _fmt(Decimal(0)),
+                "F": _fmt(Decimal(0)),
+                "g": -1,
+                "C": order.client_order_id if cancel_id else "",
+                "x": execution,
+                "X": "NEW" if execution == "NEW" else order.status,
+                "r": "NONE",
+                "i": order.order_id,
+                "l": _fmt(trade.qty if trade else Decimal(0)),
+                "z": _fmt(order.executed_qty if execution != "NEW" else Decimal(0)),
+                "L": _fmt(trade.price if trade else Decimal(0)),
+                "n": _fmt(Decimal(0)),
+                "N": None,
+                "T": now,
+                "t": trade.trade_id if trade else -1,
+                "v": -1,
+                "I": order.order_id * 10 + len(order.fills),
+                "w": execution == "NEW" and order.status in OPEN_STATUSES,
+                "m": False,
+                "M": trade is not None,
+                "O": order.time,
+                "Z": _fmt(order.cum_quote if execution != "NEW" else Decimal(0)),
+                "Y": _fmt(_cost(trade.price, trade.qty) if trade else Decimal(0)),
+                "Q": _fmt(order.orig_quote_qty),
+                "W": order.time,
+                "V": "EXPIRE_MAKER",
+            }
+        )
+
+    def _account_position(self, assets: Collection[str], now: int) -> None:
+        """outboundAccountPosition: the balances of `assets` after a change."""
+        self._ws.user_event(
+            {
+                "e": "outboundAccountPosition",
+                "u": now,
+                "B": [
+                    {
+                        "a": asset,
+                        "f": _fmt(self._free.get(asset, Decimal(0))),
+                        "l": _fmt(self._locked.get(asset, Decimal(0))),
+                    }
+                    for asset in assets
+                ],
+            }
+        )
+
+    def _fill(self, order: _Order, price: Decimal, now: int) -> _Trade:
         m, qty = order.market, order.orig_qty
         cost = _cost(price, qty)
         if order.side == "BUY":
@@ -1400,6 +1806,7 @@ class BinanceSimulator:
         m.volume += qty
         m.quote_volume += cost
         m.trades += 1
+        return trade
 
     def _find_order(self, params: dict[str, str], missing: BinanceError) -> _Order:
         m = self._symbol_param(params)
@@ -1425,11 +1832,14 @@ class BinanceSimulator:
         return self._find_order(params, BinanceError(400, -2013, "Order does not exist.")).as_json()
 
     def _cancel(self, order: _Order, params: dict[str, str]) -> dict[str, Any]:
-        now = _now_ms()
+        now = self._now_ms()
         if order.reserved:
             self._move(order.reserved_asset, order.reserved, -order.reserved)
             order.reserved = Decimal(0)
         order.status, order.update_time = "CANCELED", now
+        order.cancel_client_id = params.get("newClientOrderId") or f"sim_{uuid.uuid4().hex[:20]}"
+        self._report(order, "CANCELED", now)
+        self._account_position((order.market.base, order.market.quote), now)
         full = order.as_json()
         keep = ("price", "origQty", "executedQty", "origQuoteOrderQty", "cummulativeQuoteQty")
         return {
@@ -1437,7 +1847,7 @@ class BinanceSimulator:
             "origClientOrderId": order.client_order_id,
             "orderId": order.order_id,
             "orderListId": -1,
-            "clientOrderId": params.get("newClientOrderId") or f"sim_{uuid.uuid4().hex[:20]}",
+            "clientOrderId": order.cancel_client_id,
             "transactTime": now,
             **{k: full[k] for k in keep},
             **{k: full[k] for k in ("status", "timeInForce", "type", "side")},
@@ -1501,10 +1911,239 @@ class BinanceSimulator:
         rows = rows[:limit] if from_id is not None or start is not None else rows[-limit:]
         return [t.as_json() for t in rows]
 
+    # ----- listen keys (the older user data stream) -------------------------
+
+    def _live_listen_key(self, params: Mapping[str, str]) -> str:
+        key = _required(params, "listenKey")
+        expiry = self._listen_keys.get(key)
+        if expiry is None or expiry <= time.monotonic():
+            raise BinanceError(400, -1125, "This listenKey does not exist.")
+        return key
+
+    def _h_listen_key_new(self, params: dict[str, str]) -> Any:
+        # One account, so one key: Binance hands out the active key again, extended.
+        now = time.monotonic()
+        live = [k for k, expiry in self._listen_keys.items() if expiry > now]
+        key = live[0] if live else secrets.token_hex(30)
+        self._listen_keys = {key: now + LISTEN_KEY_TTL_S}
+        return {"listenKey": key}
+
+    def _h_listen_key_keepalive(self, params: dict[str, str]) -> Any:
+        self._listen_keys[self._live_listen_key(params)] = time.monotonic() + LISTEN_KEY_TTL_S
+        return {}
+
+    def _h_listen_key_close(self, params: dict[str, str]) -> Any:
+        del self._listen_keys[self._live_listen_key(params)]
+        return {}
+
+    # ----- what the websocket hub asks (WsBackend; the lock is held) --------
+
+    def ws_now_ms(self) -> int:
+        return self._now_ms()
+
+    def ws_market_ids(self) -> Collection[str]:
+        return self._markets.keys()
+
+    def ws_intervals(self) -> Collection[str]:
+        return INTERVALS_MS.keys()
+
+    def ws_market_id(self, symbol: str) -> str:
+        for m in self._markets.values():
+            if symbol in (m.symbol, m.id, m.id.lower()):
+                return m.id
+        raise ValueError("unknown symbol (examples: BTC/USDT, BTCUSDT)")
+
+    def ws_listen_key_ok(self, key: str) -> bool:
+        expiry = self._listen_keys.get(key)
+        return expiry is not None and expiry > time.monotonic()
+
+    def ws_check_signed(self, params: Mapping[str, Any]) -> tuple[int, str] | None:
+        try:
+            for name in ("apiKey", "signature"):
+                value = params.get(name)
+                if not isinstance(value, str) or not value:
+                    raise _mandatory(name)
+            self._check_timestamp(params, self._now_ms(), required=True)
+        except BinanceError as error:
+            return error.code, error.msg
+        return None
+
+    def ws_cursor(self, spec: StreamSpec) -> int:
+        if spec.kind == "depth" and spec.market_id is not None:
+            return self._books[spec.market_id].update_id
+        return 0
+
+    def ws_payload(self, spec: StreamSpec, event_ms: int, cursor: int) -> tuple[Any, int]:
+        self._advance_prices()
+        if spec.kind == "allTickers":
+            return [self._ws_ticker(m, event_ms) for m in self._markets.values()], cursor
+        if spec.kind == "allMiniTickers":
+            return [self._ws_mini_ticker(m, event_ms) for m in self._markets.values()], cursor
+        if spec.market_id is None or spec.kind == USER_DATA:
+            raise ValueError(f"stream kind {spec.kind} has no payload")
+        m = self._markets[spec.market_id]
+        if spec.kind == "ticker":
+            return self._ws_ticker(m, event_ms), cursor
+        if spec.kind == "miniTicker":
+            return self._ws_mini_ticker(m, event_ms), cursor
+        if spec.kind == "depth":
+            book = self._book_step(m)
+            first, last, bids, asks = book.since(cursor)
+            return {
+                "e": "depthUpdate",
+                "E": event_ms,
+                "s": m.id,
+                "U": first,
+                "u": last,
+                "b": book.levels(bids, sorted(bids, reverse=True)),
+                "a": book.levels(asks, sorted(asks)),
+            }, last
+        if spec.kind == "bookTicker":
+            book = self._book_step(m)
+            bid, ask = max(book.bids), min(book.asks)
+            return {
+                "u": book.update_id,
+                "s": m.id,
+                "b": book.price(bid),
+                "B": book.qty(book.bids[bid]),
+                "a": book.price(ask),
+                "A": book.qty(book.asks[ask]),
+            }, cursor
+        if spec.kind in ("trade", "aggTrade"):
+            return self._ws_trade(m, spec.kind, event_ms), cursor
+        if spec.kind == "kline" and spec.interval is not None:
+            return self._ws_kline(m, spec.interval, event_ms), cursor
+        raise ValueError(f"stream kind {spec.kind} has no payload")
+
+    def _ws_ticker(self, m: _Market, event_ms: int) -> dict[str, Any]:
+        t = self._ticker(m, event_ms)
+        return {
+            "e": "24hrTicker",
+            "E": event_ms,
+            "s": m.id,
+            "p": t["priceChange"],
+            "P": t["priceChangePercent"],
+            "w": t["weightedAvgPrice"],
+            "x": t["prevClosePrice"],
+            "c": t["lastPrice"],
+            "Q": t["lastQty"],
+            "b": t["bidPrice"],
+            "B": t["bidQty"],
+            "a": t["askPrice"],
+            "A": t["askQty"],
+            "o": t["openPrice"],
+            "h": t["highPrice"],
+            "l": t["lowPrice"],
+            "v": t["volume"],
+            "q": t["quoteVolume"],
+            "O": t["openTime"],
+            "C": t["closeTime"],
+            "F": t["firstId"],
+            "L": t["lastId"],
+            "n": t["count"],
+        }
+
+    def _ws_mini_ticker(self, m: _Market, event_ms: int) -> dict[str, Any]:
+        t = self._ticker(m, event_ms)
+        return {
+            "e": "24hrMiniTicker",
+            "E": event_ms,
+            "s": m.id,
+            "c": t["lastPrice"],
+            "o": t["openPrice"],
+            "h": t["highPrice"],
+            "l": t["lowPrice"],
+            "v": t["volume"],
+            "q": t["quoteVolume"],
+        }
+
+    def _ws_trade(self, m: _Market, kind: str, event_ms: int) -> dict[str, Any]:
+        rng = self._ws_rng
+        price = _fmt(self._mid(m) + m.tick * rng.randint(-5, 5))
+        qty = _fmt(m.step * rng.randint(1, 500))
+        trade_id, m.ws_trade_id = m.ws_trade_id, m.ws_trade_id + 1
+        maker = rng.random() < 0.5
+        if kind == "aggTrade":
+            return {
+                "e": "aggTrade",
+                "E": event_ms,
+                "s": m.id,
+                "a": trade_id,
+                "p": price,
+                "q": qty,
+                "f": trade_id,
+                "l": trade_id,
+                "T": event_ms,
+                "m": maker,
+                "M": True,
+            }
+        return {
+            "e": "trade",
+            "E": event_ms,
+            "s": m.id,
+            "t": trade_id,
+            "p": price,
+            "q": qty,
+            "T": event_ms,
+            "m": maker,
+            "M": True,
+        }
+
+    def _ws_kline(self, m: _Market, name: str, event_ms: int) -> dict[str, Any]:
+        interval = INTERVALS_MS[name]
+        current = event_ms // interval * interval
+        # The previous candle too, so that the open is its close, as over REST.
+        row = self._kline_rows(m, interval, [current - interval, current], current)[-1]
+        return {
+            "e": "kline",
+            "E": event_ms,
+            "s": m.id,
+            "k": {
+                "t": row[0],
+                "T": row[6],
+                "s": m.id,
+                "i": name,
+                "f": -1,
+                "L": -1,
+                "o": row[1],
+                "c": row[4],
+                "h": row[2],
+                "l": row[3],
+                "v": row[5],
+                "n": row[8],
+                "x": False,
+                "q": row[7],
+                "V": row[9],
+                "Q": row[10],
+                "B": "0",
+            },
+        }
+
+
+WsControl = Callable[[BinanceSimulator, dict[str, Any]], Any]
+WS_CONTROLS: dict[str, tuple[frozenset[str], WsControl]] = {
+    "/ws/pause": (frozenset({"stream", "symbol"}), lambda sim, p: sim.pause_streams(**p)),
+    "/ws/resume": (frozenset({"stream", "symbol"}), lambda sim, p: sim.resume_streams(**p)),
+    "/ws/drop": (
+        frozenset({"mode", "code", "refuse_seconds"}),
+        lambda sim, p: {"dropped": sim.drop_connections(**p)},
+    ),
+    "/ws/lag": (
+        frozenset({"seconds", "delay", "stream", "symbol"}),
+        lambda sim, p: sim.set_lag(**p),
+    ),
+    "/ws/rate": (frozenset({"rate", "stream"}), lambda sim, p: sim.set_stream_rate(**p)),
+    "/ws/push": (
+        frozenset({"stream", "count", "interval"}),
+        lambda sim, p: {"receivers": sim.push(**p)},
+    ),
+}
+
 
 def point_at(exchange: Any, base_url: str) -> Any:
-    """Rewrite a ccxt exchange's API URLs to a simulator at `base_url` (from
-    another process: `BinanceSimulator.point` when you hold the simulator)."""
+    """Rewrite a ccxt exchange's API URLs, REST and websocket (ccxt.pro), to a
+    simulator at `base_url` (from another process: `BinanceSimulator.point`
+    when you hold the simulator)."""
     urls = dict(exchange.urls)  # a fresh dict: never edit one ccxt may share
     urls["api"] = _rewrite_urls(urls.get("api"), base_url.rstrip("/"))
     exchange.urls = urls
@@ -1516,12 +2155,14 @@ def _rewrite_urls(value: Any, base: str) -> Any:
         return {key: _rewrite_urls(item, base) for key, item in value.items()}
     if not isinstance(value, str):
         return value
-    pointed = re.match(r"^http://127\.0\.0\.1:\d+/(.+)$", value)
+    # http://127.0.0.1:PORT -> ws://127.0.0.1:PORT (https -> wss) for websockets.
+    ws_base = "ws" + base[len("http") :] if base.startswith("http") else base
+    pointed = re.match(r"^(https?|wss?)://127\.0\.0\.1:\d+/(.+)$", value)
+    if pointed is None:
+        pointed = re.match(r"^(https?|wss?)://(.+)$", value)
     if pointed is not None:
-        return f"{base}/{pointed.group(1)}"
-    original = re.match(r"^https?://(.+)$", value)
-    if original is not None:
-        return f"{base}/{original.group(1)}"
+        scheme_base = ws_base if pointed.group(1).startswith("ws") else base
+        return f"{scheme_base}/{pointed.group(2)}"
     return value
 
 
@@ -1535,8 +2176,8 @@ def _drain(loop: asyncio.AbstractEventLoop) -> None:
     loop.run_until_complete(loop.shutdown_asyncgens())
 
 
-async def _serve(port: int, seed: int | None, volatility: float) -> None:
-    simulator = BinanceSimulator(port=port, seed=seed, volatility=volatility)
+async def _serve(port: int, seed: int | None, volatility: float, ws_rate: float) -> None:
+    simulator = BinanceSimulator(port=port, seed=seed, volatility=volatility, ws_rate=ws_rate)
     await simulator.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -1552,19 +2193,25 @@ async def _serve(port: int, seed: int | None, volatility: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Local Binance spot REST API simulator for tickscope's demo and tests."
+        description="Local Binance spot API simulator (REST and websockets) for tickscope's demo and tests."
     )
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free one)")
     parser.add_argument("--seed", type=int, default=None, help="random seed for the price walk")
     parser.add_argument(
         "--volatility", type=float, default=1e-4, help="std dev of each 100 ms price step"
     )
+    parser.add_argument(
+        "--ws-rate",
+        type=float,
+        default=DEFAULT_RATE,
+        help="updates per second of every websocket stream (0: only /_sim/ws/push sends)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        asyncio.run(_serve(args.port, args.seed, args.volatility))
+        asyncio.run(_serve(args.port, args.seed, args.volatility, args.ws_rate))
     except KeyboardInterrupt:  # a second Ctrl-C while shutting down
         return 130
     return 0
