@@ -46,7 +46,7 @@ from cryptography.x509.oid import NameOID
 from helpers import helm
 from helpers.binaries import require_binary
 from helpers.helm import CHART, CI_SETS, KUBE_VERSIONS, NAMESPACE, RELEASE, ROOT, Doc
-from helpers.sidecar import SidecarProcess, http_get, sample_value
+from helpers.sidecar import SidecarProcess, http_get, merge, sample_value
 from tickscope.collectors.engine.config import EngineProcessConfig
 from tickscope.shim import settings as shim_settings
 
@@ -628,6 +628,8 @@ def pod_problems(docs: list[Doc]) -> list[str]:
             port = action.get("port")
             if isinstance(port, str) and port not in ports[name]:
                 problems.append(f"{name}.{kind} port {port!r} is not a port of {name}")
+            if isinstance(port, int) and port not in all_ports.values():
+                problems.append(f"{name}.{kind} port {port} is no container port of the pod")
         if "restartPolicy" in container and container not in p.spec.get("initContainers", []):
             problems.append(f"{name}: restartPolicy is only allowed on init containers")
         volumes = {v["name"] for v in p.spec.get("volumes", [])}
@@ -738,6 +740,7 @@ def test_own_checks_catch_mistakes() -> None:
     p.sidecar["ports"][0]["name"] = "admin-port-too-long"
     p.spec["volumes"] = [v for v in p.spec["volumes"] if v["name"] != "tickscope-tmp"]
     p.engine["resources"]["limits"].pop("cpu")
+    p.engine["livenessProbe"]["httpGet"]["port"] = 9465
     helm.one(docs, "Deployment")["spec"]["selector"]["matchLabels"]["extra"] = "x"
     problems = "\n".join(pod_problems(docs))
     for expected in (
@@ -746,6 +749,7 @@ def test_own_checks_catch_mistakes() -> None:
         "'admin-port-too-long'",
         "volume 'tickscope-tmp'",
         "has no limits.cpu",
+        "engine.livenessProbe port 9465 is no container port of the pod",
         "Service targetPort 'admin' is no container port",
     ):
         assert expected in problems, problems
@@ -874,6 +878,75 @@ def test_probes() -> None:
     )
 
 
+HEARTBEATS = {"sidecar": {"config": {"engine": {"heartbeats": [{"loop": "main"}]}}}}
+
+
+def test_engine_liveness_from_heartbeats() -> None:
+    """With engine.heartbeats in the sidecar's config the engine container's liveness
+    probe is the sidecar's /engine/healthz, by port number (a named port must be the
+    probed container's own), with the admin port's scheme and the probes' headers."""
+    assert "livenessProbe" not in helm.pod(rendered("default")).engine
+    expected = {
+        "httpGet": {"path": "/engine/healthz", "port": 9464, "scheme": "HTTP"},
+        "initialDelaySeconds": 60,
+        "periodSeconds": 10,
+        "timeoutSeconds": 5,
+        "failureThreshold": 3,
+    }
+    for kube_version in KUBE_VERSIONS:  # a native sidecar or a second container: same network
+        assert helm.pod(rendered("monitoring", kube_version)).engine["livenessProbe"] == expected
+    assert helm.pod(helm.render(HEARTBEATS)).engine["livenessProbe"] == expected
+    # TLS, the probes' headers, another admin port and other timings go along.
+    headers = [{"name": "Authorization", "value": "Basic cDpwdw=="}]
+    tls = helm.pod(
+        rendered(
+            "tls",
+            sidecar={
+                "port": 9100,
+                "probes": {"httpHeaders": headers},
+                "config": {"engine": {"heartbeats": [{"loop": "main", "max_age": "2m"}]}},
+            },
+            engine={"heartbeatProbe": {"initialDelaySeconds": 300, "failureThreshold": 5}},
+        )
+    )
+    assert tls.engine["livenessProbe"] == {
+        "httpGet": {
+            "path": "/engine/healthz",
+            "port": 9100,
+            "scheme": "HTTPS",
+            "httpHeaders": headers,
+        },
+        "initialDelaySeconds": 300,
+        "periodSeconds": 10,
+        "timeoutSeconds": 5,
+        "failureThreshold": 5,
+    }
+    # Off on request; the engine's own probe when it is off.
+    off = merge(HEARTBEATS, {"engine": {"heartbeatProbe": {"enabled": False}}})
+    assert "livenessProbe" not in helm.pod(helm.render(off)).engine
+    own = {"exec": {"command": ["/bin/true"]}, "periodSeconds": 30}
+    mine = helm.pod(helm.render(merge(off, {"engine": {"livenessProbe": own}}))).engine
+    assert mine["livenessProbe"] == own
+
+
+def test_engine_heartbeat_probe_timings_fit_the_shim_and_the_sidecar() -> None:
+    """The defaults against what they must cover: the first exported beat after a start
+    (the shim exports every 10 s), the sidecar's own grace and max_age, and the time a
+    stuck loop runs before the kubelet restarts it."""
+    from tickscope.collectors.engine.heartbeat import HeartbeatConfig
+
+    probe = helm.pod(rendered("monitoring")).engine["livenessProbe"]
+    export = shim_settings.METRIC_EXPORT_INTERVAL_MILLIS / 1000
+    hb = HeartbeatConfig(loop="main")
+    assert probe["initialDelaySeconds"] >= 2 * export  # a start, then one export at worst
+    assert probe["initialDelaySeconds"] >= hb.grace  # the same allowance as the sidecar's
+    assert hb.max_age >= 3 * export  # one export may fail without a 503
+    # A stuck loop: 503 after max_age, restarted after failureThreshold periods more.
+    restart_after = hb.max_age + probe["failureThreshold"] * probe["periodSeconds"]
+    assert restart_after == 60
+    assert probe["timeoutSeconds"] < probe["periodSeconds"]
+
+
 def test_checksum_rolls_the_pod_on_config_changes() -> None:
     docs = rendered("default")
     text = next(d for d in helm.find(docs, "ConfigMap"))["data"]["tickscope.yaml"]
@@ -982,6 +1055,18 @@ BAD_VALUES = [
         {"sidecar": {"webConfig": {"basicAuthUsers": {"prometheus": "plaintext"}}}},
         "basicAuthUsers.prometheus: Does not match pattern",
     ),
+    (
+        {"engine": {"heartbeatProbe": {"enabld": True}}},
+        "engine.heartbeatProbe: Additional property enabld is not allowed",
+    ),
+    (
+        {"engine": {"heartbeatProbe": {"timeoutSeconds": 0}}},
+        "engine.heartbeatProbe.timeoutSeconds: Must be greater than or equal to 1",
+    ),
+    (
+        {"sidecar": {"config": {"engine": {"heartbeats": [{"lop": "main"}]}}}},
+        "Additional property lop is not allowed",
+    ),
 ]
 
 
@@ -1026,6 +1111,27 @@ CHART_FAILURES = [
             "sidecar": {"config": {"receiver": {"grpc": {"enabled": False}}}},
         },
         "receiver.grpc is disabled",
+    ),
+    (
+        {"engine": {"heartbeatProbe": {"enabled": True}}},
+        "sidecar.config.engine.heartbeats is empty: /engine/healthz would always answer 200",
+    ),
+    (
+        {
+            "engine": {"livenessProbe": {"exec": {"command": ["/bin/true"]}}},
+            "sidecar": {"config": {"engine": {"heartbeats": [{"loop": "main"}]}}},
+        },
+        "Set engine.heartbeatProbe.enabled=false to keep your own",
+    ),
+    (
+        {
+            "engine": {
+                "livenessProbe": {"exec": {"command": ["/bin/true"]}},
+                "heartbeatProbe": {"enabled": True},
+            },
+            "sidecar": {"config": {"engine": {"heartbeats": [{"loop": "main"}]}}},
+        },
+        "a container has one liveness probe; set only one of them",
     ),
 ]
 
@@ -1260,12 +1366,15 @@ def write_web_config(directory: Path, web: dict[str, Any]) -> Path:
 
 BOT = """\
 # A stand-in engine: one span now and then, through whatever OpenTelemetry setup
-# opentelemetry-instrument (with tickscope-shim's distro) made from the env.
+# opentelemetry-instrument (with tickscope-shim's distro) made from the env, and a
+# heartbeat of its main loop.
 import time
 from opentelemetry import trace
+from tickscope import shim
 
 tracer = trace.get_tracer("chart-test-engine")
 while True:
+    shim.heartbeat("main")
     with tracer.start_as_current_span("engine.step"):
         time.sleep(0.01)
     time.sleep(0.2)
@@ -1398,6 +1507,25 @@ def test_sidecar_serves_probes_with_the_charts_config_and_env(
     )
     checks = {c["name"]: c["ready"] for c in body["checks"]}
     assert checks[f"engine:{config['engine']['processes'][0]['name']}"] is True
+
+    # The engine container's liveness probe, where the chart makes one from heartbeats:
+    # the sidecar's admin port by number, answered 200 once the engine's beats arrive.
+    engine_probe = p.engine.get("livenessProbe", {}).get("httpGet")
+    if engine_probe is not None:
+        assert engine_probe["path"] == "/engine/healthz"
+        assert engine_probe["port"] == p.sidecar["ports"][0]["containerPort"]
+        assert engine_probe["scheme"].lower() == scheme
+        loops = [h["loop"] for h in config["engine"]["heartbeats"]]
+        deadline = time.monotonic() + 20
+        status, body = probe(scheme, port, engine_probe["path"])
+        while not (status == 200 and all(h["status"] == "ok" for h in body["loops"])):
+            assert time.monotonic() < deadline, (status, body)
+            time.sleep(0.2)
+            status, body = probe(scheme, port, engine_probe["path"])
+        assert [h["loop"] for h in body["loops"]] == loops
+        print(f"{set_name}: the engine's liveness probe {body}")
+    else:
+        assert not config.get("engine", {}).get("heartbeats")
 
     # What the sidecar made of the downward API and of the engine it found.
     if scheme == "https":

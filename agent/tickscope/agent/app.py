@@ -29,6 +29,7 @@ from tickscope.agent.version import __version__
 from tickscope.collectors.base import Source
 from tickscope.collectors.engine import EngineProcessCollector
 from tickscope.collectors.engine.finder import PidFileError, check_pid_file
+from tickscope.collectors.engine.heartbeat import EngineHeartbeats, rendered_gauge
 from tickscope.collectors.host import HostCollector
 from tickscope.collectors.metrics import CollectorMetrics
 from tickscope.collectors.runner import CollectorRunner
@@ -157,6 +158,19 @@ def _span_path(
     return path, rendered
 
 
+def _engine_heartbeats(config: Config, spans: SpanPath | None) -> EngineHeartbeats | None:
+    """/engine/healthz's judge of engine.heartbeats, reading the heartbeat gauge from
+    the metric store; None when no loop is configured."""
+    if not config.engine.heartbeats:
+        return None
+    store = None if spans is None else spans.metric_store
+    if store is None:  # Config refuses this; kept for configs built in code
+        raise StartupError(
+            "engine.heartbeats needs OTLP metrics: metrics.enabled and a receiver enabled"
+        )
+    return EngineHeartbeats(config.engine.heartbeats, rendered_gauge(store))
+
+
 def _aggregator(stream: SpanStream, registry: CollectorRegistry) -> Consumer:
     invalid = Counter(
         "tickscope_receiver_invalid_attributes_total",
@@ -195,8 +209,15 @@ class Sidecar:
             self.registry.register(runner.snapshot)
 
         self.spans, rendered = _span_path(config, self.registry, self.health)
+        self.engine_heartbeats = _engine_heartbeats(config, self.spans)
         self.server = AdminServer(
-            config.server, self.registry, self.health, self.loop_monitor, self.status, rendered
+            config.server,
+            self.registry,
+            self.health,
+            self.loop_monitor,
+            self.status,
+            rendered,
+            engine_heartbeats=self.engine_heartbeats,
         )
         # Start order, each with its share of the shutdown budget. Downstream
         # before upstream: nothing is offered to a stage that is not running.
@@ -227,6 +248,7 @@ class Sidecar:
                 "version": __version__,
                 "collectors": [r.source.name for r in self.runners],
                 "engine_processes": [p.name for p in self.config.engine.processes],
+                "engine_heartbeats": [h.loop for h in self.config.engine.heartbeats],
                 "receivers": self.receiver_ports(),
             },
         )

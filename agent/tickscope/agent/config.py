@@ -110,6 +110,18 @@ class Config(StrictModel):
             seen[port] = key
         return self
 
+    @model_validator(mode="after")
+    def _heartbeats_have_a_source(self) -> Self:
+        # /engine/healthz reads the heartbeats from the OTLP metrics the shim sends.
+        if self.engine.heartbeats:
+            receiving = self.receiver.http.enabled or self.receiver.grpc.enabled
+            if not (self.metrics.enabled and receiving):
+                raise ValueError(
+                    "engine.heartbeats needs the OTLP metrics the shim sends: metrics.enabled "
+                    "and receiver.http or receiver.grpc enabled"
+                )
+        return self
+
 
 SECTIONS = frozenset(Config.model_fields)
 

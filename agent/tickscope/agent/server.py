@@ -1,4 +1,9 @@
-"""The admin HTTP server: GET /metrics, /healthz, /readyz and / (status).
+"""The admin HTTP server: GET /metrics, /healthz, /readyz, /engine/healthz and / (status).
+
+/healthz is the sidecar's own liveness (its event loop turns); /engine/healthz is
+the engine's, from its loops' heartbeats (tickscope.collectors.engine.heartbeat):
+the engine container's liveness probe asks the sidecar, so the engine needs no
+HTTP server of its own.
 
 It binds 0.0.0.0 so Prometheus can scrape the pod, so it is built for clients
 that misbehave: a request head must arrive within `read_timeout`, a response
@@ -44,6 +49,7 @@ from pydantic import (
 )
 
 from tickscope.agent.status import Status
+from tickscope.collectors.engine.heartbeat import EngineHeartbeats, HeartbeatReport
 from tickscope.core.configtypes import Duration, ListenHost, Port, StrictModel, parse_duration
 from tickscope.core.errors import ListenError, StartupError
 from tickscope.core.health import Health, LoopMonitor
@@ -94,7 +100,9 @@ _Timeout = Annotated[Duration, Field(le=3600, allow_inf_nan=False)]
 
 class ServerConfig(StrictModel):
     bind: ListenHost = Field("0.0.0.0", description="Address the admin server listens on.")
-    port: Port = Field(9464, description="Admin port: /metrics, /healthz, /readyz, /.")
+    port: Port = Field(
+        9464, description="Admin port: /metrics, /healthz, /readyz, /engine/healthz, /."
+    )
     shutdown_timeout: Duration = Field(
         10.0,
         description="Time allowed for in-flight requests and flushing after SIGTERM; keep it "
@@ -112,8 +120,9 @@ class ServerConfig(StrictModel):
     )
     probes_without_auth: bool = Field(
         True,
-        description="/healthz and /readyz answer without credentials (and are not rate "
-        "limited) when basic auth is on, so kubelet probes need no password in the pod spec.",
+        description="/healthz, /readyz and /engine/healthz answer without credentials (and "
+        "are not rate limited) when basic auth is on, so kubelet probes need no password in "
+        "the pod spec.",
     )
     idle_timeout: _Timeout = Field(
         75.0,
@@ -607,8 +616,10 @@ class AdminServer:
         rendered: Sequence[RenderedFamilies] = (),
         clock: Callable[[], float] = time.monotonic,
         timer: Callable[[], float] = time.perf_counter,
+        engine_heartbeats: EngineHeartbeats | None = None,
     ) -> None:
         self._config = config
+        self._engine_heartbeats = engine_heartbeats
         self._registry = registry
         self._health = health
         self._loop = loop_monitor
@@ -660,6 +671,7 @@ class AdminServer:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/engine/healthz", self._engine_healthz)
         app.router.add_get("/", self._index)
         if self._extra_headers:
             app.on_response_prepare.append(self._add_headers)
@@ -720,7 +732,7 @@ class AdminServer:
             extra={
                 "address": config.bind,
                 "port": self.port,
-                "endpoints": "/metrics /healthz /readyz /",
+                "endpoints": "/metrics /healthz /readyz /engine/healthz /",
                 "tls": self._ssl is not None,
                 # How many users, never who or their hashes.
                 "basic_auth_users": len(self._web_config.basic_auth_users or {}),
@@ -887,6 +899,13 @@ class AdminServer:
             body["reason"] = f"event loop blocked for {lag:.1f}s (limit {limit:g}s)"
             return web.json_response(body, status=503)
         return web.json_response(body)
+
+    async def _engine_healthz(self, request: web.Request) -> web.Response:
+        """200 while every configured engine loop beats within its max_age, 503 naming
+        the stale ones; 200 with a note when none is configured."""
+        heartbeats = self._engine_heartbeats
+        report = HeartbeatReport(()) if heartbeats is None else heartbeats.check()
+        return web.json_response(report.to_json(), status=200 if report.healthy else 503)
 
     async def _readyz(self, request: web.Request) -> web.Response:
         conditions = self._health.conditions

@@ -44,6 +44,44 @@
 {{- toYaml (concat $env .Values.engine.env) }}
 {{- end }}
 
+{{/* The engine's liveness from its loops' heartbeats: "true" or "". On by default when
+     the sidecar's config names heartbeats (engine.heartbeats); never beside a
+     livenessProbe of the engine's own (a container has one). */}}
+{{- define "tickscope.engine.heartbeatProbe.enabled" -}}
+{{- $config := include "tickscope.sidecarConfig" . | fromYaml }}
+{{- $heartbeats := dig "engine" "heartbeats" list $config }}
+{{- $on := .Values.engine.heartbeatProbe.enabled }}
+{{- if kindIs "invalid" $on }}
+{{- $on = not (empty $heartbeats) }}
+{{- if and $on .Values.engine.livenessProbe }}
+{{- fail "engine.livenessProbe is set, and sidecar.config.engine.heartbeats turns engine.heartbeatProbe on: a container has one liveness probe. Set engine.heartbeatProbe.enabled=false to keep your own, or remove engine.livenessProbe" }}
+{{- end }}
+{{- else if $on }}
+{{- if empty $heartbeats }}
+{{- fail "engine.heartbeatProbe.enabled is true but sidecar.config.engine.heartbeats is empty: /engine/healthz would always answer 200. Name the engine's loops there, e.g. [{loop: main, max_age: 30s}]" }}
+{{- end }}
+{{- if .Values.engine.livenessProbe }}
+{{- fail "engine.heartbeatProbe.enabled is true and engine.livenessProbe is set: a container has one liveness probe; set only one of them" }}
+{{- end }}
+{{- end }}
+{{- if $on }}true{{ end }}
+{{- end }}
+
+{{/* The sidecar's /engine/healthz, probed for the engine container. The port is the
+     admin port's number: a named port must be one of the probed container's own. */}}
+{{- define "tickscope.engine.heartbeatProbe" -}}
+{{- $timing := omit .Values.engine.heartbeatProbe "enabled" -}}
+httpGet:
+  path: /engine/healthz
+  port: {{ int .Values.sidecar.port }}
+  scheme: {{ include "tickscope.scheme" . | upper }}
+  {{- with .Values.sidecar.probes.httpHeaders }}
+  httpHeaders:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- toYaml $timing | nindent 0 }}
+{{- end }}
+
 {{- define "tickscope.engine.container" -}}
 {{- $e := .Values.engine -}}
 name: engine
@@ -78,9 +116,14 @@ resources:
 startupProbe:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- if include "tickscope.engine.heartbeatProbe.enabled" . }}
+livenessProbe:
+  {{- include "tickscope.engine.heartbeatProbe" . | nindent 2 }}
+{{- else }}
 {{- with $e.livenessProbe }}
 livenessProbe:
   {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}
 {{- with $e.readinessProbe }}
 readinessProbe:

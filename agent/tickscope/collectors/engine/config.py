@@ -7,10 +7,11 @@ from typing import Annotated, Self
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
+from tickscope.collectors.engine.heartbeat import HeartbeatConfig
 from tickscope.collectors.engine.quantity import parse_quantity
 from tickscope.core.configtypes import Duration, Regex, StrictModel
 
-__all__ = ["EngineConfig", "EngineProcessConfig"]
+__all__ = ["EngineConfig", "EngineProcessConfig", "HeartbeatConfig"]
 
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
@@ -107,6 +108,14 @@ class EngineConfig(StrictModel):
         description="The processes to watch; exactly one of process_name, cmdline and "
         "pid_file finds each.",
     )
+    heartbeats: list[HeartbeatConfig] = Field(
+        default_factory=list,
+        max_length=64,
+        description="The engine loops GET /engine/healthz requires heartbeats from "
+        "(shim.heartbeat or shim.loop, through OTLP metrics): 200 while each last beat is "
+        "fresher than its max_age, 503 naming the stale loops; empty: 200 with a note. "
+        "The Helm chart makes it the engine container's liveness probe.",
+    )
 
     @field_validator("processes")
     @classmethod
@@ -117,3 +126,13 @@ class EngineConfig(StrictModel):
                 raise ValueError(f"process name {proc.name!r} is used twice; names must be unique")
             seen.add(proc.name)
         return processes
+
+    @field_validator("heartbeats")
+    @classmethod
+    def _unique_loops(cls, heartbeats: list[HeartbeatConfig]) -> list[HeartbeatConfig]:
+        seen: set[str] = set()
+        for hb in heartbeats:
+            if hb.loop in seen:
+                raise ValueError(f"loop {hb.loop!r} is listed twice; each loop once")
+            seen.add(hb.loop)
+        return heartbeats

@@ -19,6 +19,11 @@ exchange created afterwards. An engine with its own OpenTelemetry setup uses
 `instrument_exchange(exchange)` instead: like every OpenTelemetry
 instrumentation, they use the global TracerProvider unless given one.
 
+The engine's loop reports that it still turns with `shim.heartbeat("main")` once
+per iteration (or `with shim.loop("main"):` / `@shim.loop("main")` around one
+iteration); the sidecar's /engine/healthz, the engine container's liveness probe,
+answers from it (tickscope.shim.heartbeat).
+
 The shim never records credentials, signatures, URLs' query strings, request
 bodies or exception messages (see shim/redact.py), and masks the credentials of
 the exchanges it instruments in logs (shim/logredact.py).
@@ -33,6 +38,7 @@ from tickscope.shim.ccxt import (
     uninstrument_ccxt,
     uninstrument_exchange,
 )
+from tickscope.shim.heartbeat import Heartbeats, heartbeat, loop
 from tickscope.shim.helpers import CacheMetrics, cache_metrics, queue_gauge, traced
 from tickscope.shim.instrumentation import CcxtInstrumentor
 from tickscope.shim.version import __version__
@@ -58,14 +64,17 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "CacheMetrics",
     "CcxtInstrumentor",
+    "Heartbeats",
     "Telemetry",
     "__version__",
     "cache_metrics",
     "configure",
+    "heartbeat",
     "instrument_ccxt",
     "instrument_exchange",
     "is_configured",
     "is_instrumented",
+    "loop",
     "queue_gauge",
     "shutdown",
     "traced",
