@@ -8,6 +8,16 @@ everything else the engine sends is left to the span metrics.
 - exchange_rate_limit_hits_total{exchange}: calls refused for rate limiting: an
   error.type in `rate_limit_error_types`, or HTTP 429/418. Served at 0 from an
   exchange's first call, so the first hit shows up in increase().
+- exchange_timestamp_rejections_total{exchange,method}: calls the exchange refused
+  for their timestamp (a clock off by more than the receive window, or a nonce
+  out of order): an error.type in `timestamp_error_types`, by default
+  InvalidNonce, ccxt's class for Binance's -1021 ("Timestamp for this request
+  is outside of the recvWindow", "... 1000ms ahead of the server's time") on
+  spot and USD-M/COIN-M futures, Bybit's 10002, OKX's 50102 and KuCoin's 400002.
+  (ccxt maps -1021 on Binance's portfolio-margin API, papi, to BadRequest, which
+  says nothing specific enough to count here.) Served at 0 for every method an
+  exchange has called, from its first call, so the first rejection shows up in
+  increase(); these are counted in exchange_api_errors_total as well.
 - exchange_rate_limit_used_ratio{exchange}: trading.ratelimit.used / .limit of
   the newest span that carries both (headers such as Binance's used weight);
   dropped after `rate_limit_ratio_ttl` without news, so a burst an hour ago does
@@ -59,6 +69,10 @@ DEFAULT_REJECTED = (
     "NotSupported",
 )
 DEFAULT_RATE_LIMIT = ("RateLimitExceeded", "DDoSProtection")
+DEFAULT_TIMESTAMP = ("InvalidNonce",)
+# (exchange, method) pairs kept for serving exchange_timestamp_rejections_total at 0:
+# method names are few; this bounds a stream of made-up ones.
+MAX_METHODS_SEEN = 4096
 RATE_LIMIT_HTTP = frozenset({"429", "418"})
 
 # What `plan` reads of an order's or a failed call's span.
@@ -87,6 +101,7 @@ class Plan(NamedTuple):
     rate_limit_hit: bool  # exchange_rate_limit_hits_total
     order_key: tuple[str, str, str, str] | None  # trading_orders_total
     latency_key: tuple[str, str] | None  # trading_order_latency_seconds
+    timestamp_key: tuple[str, str] | None = None  # exchange_timestamp_rejections_total
 
 
 class TradingConfig(StrictModel):
@@ -102,6 +117,12 @@ class TradingConfig(StrictModel):
     rate_limit_error_types: list[str] = Field(
         default_factory=lambda: list(DEFAULT_RATE_LIMIT),
         description="error.type values that count as rate-limit hits (besides HTTP 429/418).",
+    )
+    timestamp_error_types: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_TIMESTAMP),
+        description="error.type values that mean the exchange refused a call for its "
+        "timestamp or nonce (Binance's -1021 is InvalidNonce in ccxt), counted in "
+        "exchange_timestamp_rejections_total.",
     )
     rate_limit_ratio_ttl: Duration = Field(
         120.0, description="exchange_rate_limit_used_ratio is dropped after this long without news."
@@ -176,6 +197,14 @@ class TradingMetrics:
             limit,
             family_overflow("exchange_rate_limit_hits_total"),
         )
+        self.timestamp_rejections = CounterFamily(
+            "exchange_timestamp_rejections_total",
+            "Exchange API calls refused for their timestamp or nonce (clock skew past the "
+            "receive window), by ccxt method.",
+            ("exchange", "method"),
+            limit,
+            family_overflow("exchange_timestamp_rejections_total"),
+        )
         self.used_ratio = GaugeFamily(
             "exchange_rate_limit_used_ratio",
             "Share of the exchange's rate limit in use, from its response headers.",
@@ -202,11 +231,18 @@ class TradingMetrics:
             self.orders,
             self.order_latency,
             self.rate_limit_hits,
+            self.timestamp_rejections,
             self.errors,
             self.used_ratio,
         )
         self._rejected = frozenset(config.rejected_error_types)
         self._rate_limited = frozenset(config.rate_limit_error_types)
+        self._timestamp_errors = frozenset(config.timestamp_error_types)
+        # exchange -> the methods it has called (label values cut to the limit), for
+        # serving exchange_timestamp_rejections_total at 0; `plan` fills it, once per
+        # span shape, and end_batch serves the methods of the batch's exchanges.
+        self.methods_seen: dict[str, set[str]] = {}
+        self._methods_seen_count = 0
         self._order_method = config.order_methods.search
         self._last_expiry = 0.0
         self._touched: list[Pending] = []
@@ -238,8 +274,8 @@ class TradingMetrics:
         SpanStream calls it once per span shape, after `plan` classified the span on
         the values as sent (a cut error.type would no longer match the configured lists)."""
         limit = self.max_label_value_length
-        exchange, error_key, rate_limit_hit, order_key, latency_key = plan
-        values = (exchange, *(error_key or ()), *(order_key or ()))
+        exchange, error_key, rate_limit_hit, order_key, latency_key, timestamp_key = plan
+        values = (exchange, *(error_key or ()), *(order_key or ()), *(timestamp_key or ()))
         if all(len(value) <= limit for value in values):
             return plan, False
 
@@ -253,6 +289,7 @@ class TradingMetrics:
                 rate_limit_hit,
                 cut(order_key),
                 cut(latency_key),
+                cut(timestamp_key),
             ),
             True,
         )
@@ -263,12 +300,16 @@ class TradingMetrics:
         places no order). SpanStream makes a plan once per span shape."""
         exchange = attrs["exchange.id"]
         method = attrs.get("ccxt.method", "")
+        self._saw_method(exchange, method)
         failed = status == 2
         error_type = attrs.get("error.type", "") if failed else ""
         error_key = (exchange, method, error_type or "unknown") if failed else None
         rate_limit_hit = failed and (
             error_type in self._rate_limited
             or attrs.get("http.response.status_code") in RATE_LIMIT_HTTP
+        )
+        timestamp_key = (
+            (exchange, method) if failed and error_type in self._timestamp_errors else None
         )
         order_key = latency_key = None
         if self.is_order(method):
@@ -283,16 +324,33 @@ class TradingMetrics:
             latency_key = (exchange, outcome)
         if error_key is None and order_key is None:
             return None
-        return Plan(exchange, error_key, rate_limit_hit, order_key, latency_key)
+        return Plan(exchange, error_key, rate_limit_hit, order_key, latency_key, timestamp_key)
+
+    def _saw_method(self, exchange: str, method: str) -> None:
+        """Note that `exchange` called `method` (values as SpanStream keys the
+        exchange: cut to the label length limit)."""
+        limit = self.max_label_value_length
+        exchange = cut_label_value(exchange, limit)
+        method = cut_label_value(method, limit)
+        methods = self.methods_seen.get(exchange)
+        if methods is not None and method in methods:
+            return
+        if self._methods_seen_count >= MAX_METHODS_SEEN:
+            self.methods_seen.clear()
+            self._methods_seen_count = 0
+        self.methods_seen.setdefault(exchange, set()).add(method)
+        self._methods_seen_count += 1
 
     def record(self, plan: Plan, duration: float, span: Any, now: float) -> None:
         """Count one span as planned (SpanStream hands rate-limit headers to
         `rate_limit_seen` separately, once per batch)."""
-        exchange, error_key, rate_limit_hit, order_key, latency_key = plan
+        exchange, error_key, rate_limit_hit, order_key, latency_key, timestamp_key = plan
         if error_key is not None:
             self.errors.inc(error_key, now)
             if rate_limit_hit:
                 self.rate_limit_hits.inc((exchange,), now)
+            if timestamp_key is not None:
+                self.timestamp_rejections.inc(timestamp_key, now)
         if order_key is not None and latency_key is not None:
             self.orders.inc(order_key, now)
             slot, index = self.order_latency.observe(latency_key, duration, now)
@@ -306,11 +364,19 @@ class TradingMetrics:
         try:
             if self.exchanges_seen:
                 hits = self.rate_limit_hits
+                rejections = self.timestamp_rejections
                 for exchange in self.exchanges_seen:
                     key = (exchange,)
                     # Past the series limit a 0 would only count as overflow, batch after batch.
                     if hits.find(key) is not None or len(hits) < hits.max_series:
                         hits.inc(key, now, 0.0)
+                    for method in self.methods_seen.get(exchange, ()):
+                        pair = (exchange, method)
+                        if (
+                            rejections.find(pair) is not None
+                            or len(rejections) < rejections.max_series
+                        ):
+                            rejections.inc(pair, now, 0.0)
             for exchange, attrs in self.rate_limit_seen.items():
                 ratio = _ratio(
                     attrs.get("trading.ratelimit.used"), attrs.get("trading.ratelimit.limit")
@@ -332,7 +398,13 @@ class TradingMetrics:
         self._last_expiry = now
         self.used_ratio.expire(now - self.config.rate_limit_ratio_ttl)
         horizon = now - self.config.series_expiry
-        for family in (self.orders, self.order_latency, self.rate_limit_hits, self.errors):
+        for family in (
+            self.orders,
+            self.order_latency,
+            self.rate_limit_hits,
+            self.timestamp_rejections,
+            self.errors,
+        ):
             family.expire(horizon)
 
     def family_names(self) -> list[str]:

@@ -42,9 +42,26 @@ OVERFLOW_LABELS = 'otel_metric_overflow="true"'
 # Names the sidecar exports itself: an OTLP metric that would land on one is refused.
 RESERVED_PREFIXES = (
     "node_", "engine_process_", "engine_container_", "tickscope_", "traces_span_metrics_",
-    "trading_", "exchange_rate_limit_", "exchange_api_errors", "python_gc_", "python_info",
-    "target_info",
+    "trading_", "exchange_rate_limit_", "exchange_api_errors", "exchange_timestamp_rejections",
+    "python_gc_", "python_info", "target_info",
 )  # fmt: skip
+# The account figures the shim records (tickscope.shim.account, on only when the
+# operator turns them on) are named like the trading metrics the sidecar derives from
+# spans: these names, with these types, are taken from a scope named tickscope.shim*
+# (the shim's instrumentation scopes) and refused from any other, as every other
+# reserved name is. None of them is a name the sidecar's own families use.
+SHIM_SCOPE_PREFIX = "tickscope.shim"
+SHIM_NAMES: dict[str, str] = {
+    "trading_balance": "gauge",
+    "trading_position_size": "gauge",
+    "trading_position_notional": "gauge",
+    "trading_position_entry_price": "gauge",
+    "trading_position_unrealized_pnl": "gauge",
+    "trading_open_orders": "gauge",
+    "trading_open_order_oldest_age_seconds": "gauge",
+    "trading_order_filled_ratio": "histogram",
+    "trading_order_slippage_ratio": "histogram",
+}
 # prometheus_client's process collector, by every name its families claim: a counter
 # is `process_cpu_seconds` in OpenMetrics, so an OTLP gauge of that name would clash;
 # and `target`, target_info's OpenMetrics family (an info).
@@ -178,17 +195,24 @@ class MetricStore:
             identity = self._labeler.identity(rm.resource.attributes, now)
             for sm in rm.scope_metrics:
                 scope = self._labeler.scope(sm.scope, sm.schema_url)
+                shim = sm.scope.name.startswith(SHIM_SCOPE_PREFIX)
                 for metric in sm.metrics:
-                    self._metric(metric, identity, scope, now, result)
+                    self._metric(metric, identity, scope, now, result, shim)
         if now - self._last_expiry >= self._expiry_every:
             self.expire(now)
         return result
 
     def _family(
-        self, metric: metrics_pb2.Metric, data: str, points: int, result: IngestResult
+        self,
+        metric: metrics_pb2.Metric,
+        data: str,
+        points: int,
+        result: IngestResult,
+        shim: bool = False,
     ) -> _Family | None:
         """The family a metric's points go to, made on first sight; None (and the
-        points rejected with a reason) when they cannot go anywhere."""
+        points rejected with a reason) when they cannot go anywhere. `shim`: the
+        metric comes from a tickscope.shim* scope, which may use SHIM_NAMES."""
         kind_factory = _kind(metric, data)
         if kind_factory is None:
             result.reject(
@@ -207,8 +231,9 @@ class MetricStore:
             result.reject("invalid_name", points, f"{metric.name!r}: no valid Prometheus name")
             return None
         claims = claimed_names(name, kind)
-        if not claims.isdisjoint(RESERVED_NAMES) or any(
-            c.startswith(RESERVED_PREFIXES) for c in claims
+        if not (shim and SHIM_NAMES.get(name) == kind) and (
+            not claims.isdisjoint(RESERVED_NAMES)
+            or any(c.startswith(RESERVED_PREFIXES) for c in claims)
         ):
             result.reject("name_conflict", points, f"{metric.name}: {name} is tickscope's own")
             return None
@@ -268,12 +293,13 @@ class MetricStore:
         scope: dict[str, str],
         now: float,
         result: IngestResult,
+        shim: bool = False,
     ) -> None:
         data = metric.WhichOneof("data")
         if data is None:
             return
         points: Sequence[Any] = getattr(metric, data).data_points
-        family = self._family(metric, data, len(points), result)
+        family = self._family(metric, data, len(points), result, shim)
         if family is None:
             return
         try:
@@ -375,6 +401,20 @@ class MetricStore:
 
     def series_count(self) -> int:
         return sum(len(f.streams) for f in self._families.values())
+
+    def gauge_values(self, name: str) -> list[tuple[dict[str, str], float]]:
+        """(labels, value) of each series of the gauge family `name` (the Prometheus
+        name, e.g. engine_loop_heartbeat_timestamp_seconds), job/instance and
+        otel_scope_* included; [] when there is none or the family is not a gauge.
+        The overflow series is left out. Reads only: nothing expires here."""
+        family = self._families.get(name)
+        if family is None or family.kind != "gauge":
+            return []
+        return [
+            (dict(key), stream.value)
+            for key, stream in list(family.streams.items())
+            if key is not OVERFLOW_KEY
+        ]
 
     # -- exposition --------------------------------------------------------------------
 

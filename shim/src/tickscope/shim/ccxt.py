@@ -28,6 +28,16 @@ restores the instance exactly. Every exchange instrumented is registered (by
 weak reference) with tickscope.shim.credentials, so that its credentials are
 masked in logs (tickscope.shim.logredact).
 
+Besides the span, a call's outcome feeds the shim's metrics (OpenTelemetry
+API instruments, registered once per meter provider when an exchange is
+instrumented): every response's Date header, fetch_time's server time and the
+times on placed and cancelled orders estimate the exchange's clock skew
+(tickscope.shim.clock); the results of fetch_ticker, fetch_tickers,
+fetch_order_book, fetch_trades and fetch_ohlcv give the age of their market
+data (tickscope.shim.marketdata); with account metrics on, balances, positions,
+open orders and fills (tickscope.shim.account). Like spans, none of this is
+recorded while the export gate is closed.
+
 OpenTelemetry API only: no SDK import here (the contrib guidelines' rule for
 instrumentations); whether to make a span at all is asked of tickscope.shim.gate.
 `instrument_ccxt` / `uninstrument_ccxt` are CcxtInstrumentor().instrument() /
@@ -49,10 +59,11 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 
-from tickscope.shim import credentials, gate, logredact, settings
+from tickscope.shim import account, clock, credentials, gate, logredact, marketdata, settings
 from tickscope.shim.ratelimit import Reader, reader_for
 from tickscope.shim.redact import safe_method, safe_text, server_address
 from tickscope.shim.version import __version__
@@ -181,15 +192,17 @@ def _argument_picker(
 
 
 class _Call:
-    """One instrumented call in flight: what its last HTTP response said."""
+    """One instrumented call in flight: what its last HTTP response said, and when
+    it came (tickscope.shim.clock's reading)."""
 
-    __slots__ = ("code", "headers", "method", "url")
+    __slots__ = ("code", "headers", "method", "received", "url")
 
     def __init__(self) -> None:
         self.code: Any = None
         self.url: Any = None
         self.method: Any = None
         self.headers: Any = None
+        self.received: float | None = None
 
 
 def _emit(
@@ -257,6 +270,85 @@ def _host(url: str) -> str | None:
         return host
 
 
+ResultHook = Callable[[str, Any, Mapping[str, Any], float, float], None]
+# The arguments result hooks read (market data's symbol, symbols and timeframe).
+_HOOK_ARGUMENTS = ("symbol", "symbols", "timeframe")
+
+
+def _server_time(
+    exchange: str, result: Any, arguments: Mapping[str, Any], started: float, ended: float
+) -> None:
+    clock.note_server_time(exchange, result, started, ended)
+
+
+def _order_time(
+    exchange: str, result: Any, arguments: Mapping[str, Any], started: float, ended: float
+) -> None:
+    clock.note_order(exchange, result, started, ended, created=True)
+
+
+def _cancel_time(
+    exchange: str, result: Any, arguments: Mapping[str, Any], started: float, ended: float
+) -> None:
+    clock.note_order(exchange, result, started, ended, created=False)
+
+
+def _clock_hook(name: str) -> ResultHook | None:
+    if name == "fetch_time":
+        return _server_time
+    if name == "cancel_order":
+        return _cancel_time
+    if account.places_orders(name) and not name.endswith("_orders"):
+        return _order_time
+    return None
+
+
+def _result_hook(name: str) -> ResultHook | None:
+    """What to do with a successful call's result besides its span, if anything:
+    one function made of the clock's, market data's and the account's."""
+    hooks = [
+        hook
+        for hook in (_clock_hook(name), marketdata.hook_for(name), account.hook_for(name))
+        if hook is not None
+    ]
+    if not hooks:
+        return None
+    if len(hooks) == 1:
+        return hooks[0]
+
+    def each(
+        exchange: str, result: Any, arguments: Mapping[str, Any], started: float, ended: float
+    ) -> None:
+        for hook in hooks:
+            try:  # noqa: SIM105 - contextlib.suppress costs a context manager per hook
+                hook(exchange, result, arguments, started, ended)
+            except Exception:  # one figure's failure leaves the others alone
+                pass
+
+    return each
+
+
+def _argument_reader(
+    method: Callable[..., Any],
+) -> Callable[[tuple[Any, ...], dict[str, Any]], dict[str, Any]]:
+    """A function from call arguments to those of _HOOK_ARGUMENTS it was given."""
+    try:
+        parameters = list(inspect.signature(method).parameters)
+    except (TypeError, ValueError):
+        parameters = []
+    positions = [(p, parameters.index(p)) for p in _HOOK_ARGUMENTS if p in parameters]
+
+    def read(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        found = {}
+        for param, index in positions:
+            value = args[index] if index < len(args) else kwargs.get(param)
+            if value is not None:
+                found[param] = value
+        return found
+
+    return read
+
+
 def _wrap(
     exchange: Any, name: str, method: Callable[..., Any], tracer: trace.Tracer, state: _State
 ) -> Callable[..., Any]:
@@ -265,6 +357,10 @@ def _wrap(
     span_name = f"ccxt.{name}"
     base = {"exchange.id": exchange_id, "ccxt.method": name}
     read_rate_limit = reader_for(exchange_id, state.rate_limits)
+    hook = _result_hook(name)
+    read_arguments = _argument_reader(method) if hook is not None else None
+    now = clock.now
+    note_date = clock.note_date
 
     def finish(
         args: tuple[Any, ...],
@@ -272,13 +368,26 @@ def _wrap(
         call: _Call,
         error: BaseException | None,
         start_ns: int,
+        started: float,
+        result: Any,
     ) -> None:
         end_ns = time.time_ns()
+        ended = now()
         try:
             attributes = dict(base)
             attributes.update(pick(args, kwargs))
             _emit(tracer, span_name, attributes, call, error, start_ns, end_ns, read_rate_limit)
         except Exception:  # telemetry must never change the call's outcome
+            pass
+        try:
+            if call.headers is not None:
+                received = call.received
+                note_date(
+                    exchange_id, call.headers, started, ended if received is None else received
+                )
+            if hook is not None and read_arguments is not None and result is not _MISSING:
+                hook(exchange_id, result, read_arguments(args, kwargs), started, ended)
+        except Exception:  # nor must a metric
             pass
 
     if inspect.iscoroutinefunction(method):
@@ -296,16 +405,19 @@ def _wrap(
                     _IN_CALL.reset(token)
             call = _Call()
             start_ns = time.time_ns()
+            started = now()
             token = _IN_CALL.set(call)
             error: BaseException | None = None
+            result: Any = _MISSING
             try:
-                return await method(*args, **kwargs)
+                result = await method(*args, **kwargs)
+                return result
             except Exception as exc:
                 error = exc
                 raise
             finally:
                 _IN_CALL.reset(token)
-                finish(args, kwargs, call, error, start_ns)
+                finish(args, kwargs, call, error, start_ns, started, result)
 
         return async_call
 
@@ -322,16 +434,19 @@ def _wrap(
                 _IN_CALL.reset(token)
         call = _Call()
         start_ns = time.time_ns()
+        started = now()
         token = _IN_CALL.set(call)
         error: BaseException | None = None
+        result: Any = _MISSING
         try:
-            return method(*args, **kwargs)
+            result = method(*args, **kwargs)
+            return result
         except Exception as exc:
             error = exc
             raise
         finally:
             _IN_CALL.reset(token)
-            finish(args, kwargs, call, error, start_ns)
+            finish(args, kwargs, call, error, start_ns, started, result)
 
     return sync_call
 
@@ -341,30 +456,79 @@ def _response_hook(original: Callable[..., Any]) -> Callable[..., Any]:
     (status code, reason, url, method, response headers, body, ...): the call in
     flight keeps the last response's figures for its span."""
 
+    now = clock.now
+
     @functools.wraps(original)
     def handle_errors(*args: Any, **kwargs: Any) -> Any:
         call = _IN_CALL.get()
-        if call is not None and len(args) >= 5:
+        if call is not None and call is not _SKIPPED and len(args) >= 5:
             call.code, _, call.url, call.method, call.headers = args[:5]
+            call.received = now()
         return original(*args, **kwargs)
 
     return handle_errors
+
+
+_meters_lock = threading.Lock()
+# Meter providers the shim's exchange metrics are registered with: observable
+# instruments cannot be removed, so each provider gets them once.
+_metered: weakref.WeakSet[Any] = weakref.WeakSet()
+# Registered through the API's proxy (no provider was set yet): that registration
+# follows the provider set later, which must not get a second one.
+_metered_proxy = False
+_configured_meter_provider: MeterProvider | None = None
+
+
+def set_meter_provider(meter_provider: MeterProvider | None) -> None:
+    """Where the metrics of exchanges instrumented from now on go (configure() sets
+    its provider); None: the global one."""
+    global _configured_meter_provider
+    _configured_meter_provider = meter_provider
+
+
+def _register_metrics(meter_provider: MeterProvider | None) -> None:
+    """The clock-skew, market-data and account instruments, once per provider."""
+    global _metered_proxy
+    provider = meter_provider or _configured_meter_provider or metrics.get_meter_provider()
+    with _meters_lock:
+        if provider in _metered:
+            return
+        is_proxy = type(provider).__name__ == "_ProxyMeterProvider"
+        if is_proxy and _metered_proxy:
+            return
+        if not is_proxy and _metered_proxy and provider is metrics.get_meter_provider():
+            return  # the proxy's instruments already report to the global provider
+        meter = metrics.get_meter(INSTRUMENTATION_NAME, __version__, meter_provider=provider)
+        clock.register(meter)
+        marketdata.register(meter)
+        account.register(meter, provider)
+        if is_proxy:
+            _metered_proxy = True
+        else:
+            _metered.add(provider)
 
 
 def instrument_exchange(
     exchange: Any,
     tracer_provider: TracerProvider | None = None,
     rate_limits: Mapping[str, float] | None = None,
+    meter_provider: MeterProvider | None = None,
 ) -> Any:
     """Instrument one ccxt exchange (sync or async); returns it. Idempotent.
 
     Spans go to `tracer_provider`, or to the global one (set by `shim.configure`,
-    by opentelemetry-instrument, or by the engine's own OpenTelemetry setup).
+    by opentelemetry-instrument, or by the engine's own OpenTelemetry setup);
+    metrics (clock skew, market-data age, account figures) to `meter_provider`,
+    else configure()'s, else the global one.
     `rate_limits` (request budgets by exchange id) add to those given to
     configure() or the instrumentor and to TICKSCOPE_SHIM_RATE_LIMITS.
     """
     if is_instrumented(exchange):
         return exchange
+    try:
+        _register_metrics(meter_provider)
+    except Exception:  # no metrics is better than no exchange
+        logging.getLogger("tickscope.shim").warning("exchange metrics not registered")
     # Registered first: its credentials are masked in logs from now on.
     credentials.register(exchange)
     logger = getattr(exchange, "logger", None)

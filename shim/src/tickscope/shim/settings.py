@@ -12,15 +12,18 @@ import os
 from collections.abc import Mapping
 
 __all__ = [
+    "ACCOUNT_METRICS_ENV",
     "DEFAULT_GRPC_ENDPOINT",
     "DEFAULT_HTTP_ENDPOINT",
     "DEFAULT_SERVICE_NAME",
     "K8S_ENV",
+    "MAX_SYMBOLS_ENV",
     "RATE_LIMITS_ENV",
     "REDACT_LOGS_ENV",
     "RUNTIME_METRICS_ENV",
     "env",
     "env_flag",
+    "env_int",
     "env_rate_limits",
     "otel_env_defaults",
 ]
@@ -50,6 +53,13 @@ K8S_ENV: dict[str, tuple[str, ...]] = {
 REDACT_LOGS_ENV = "TICKSCOPE_SHIM_REDACT_LOGS"
 RUNTIME_METRICS_ENV = "TICKSCOPE_SHIM_RUNTIME_METRICS"
 RATE_LIMITS_ENV = "TICKSCOPE_SHIM_RATE_LIMITS"
+# The operator's own balances, positions and orders as metrics (tickscope.shim.account):
+# off unless turned on here or with configure(account_metrics=True).
+ACCOUNT_METRICS_ENV = "TICKSCOPE_SHIM_ACCOUNT_METRICS"
+# Symbols per exchange that get a `symbol` label in the REST market-data and account
+# metrics; the rest share one series marked otel.metric.overflow=true.
+MAX_SYMBOLS_ENV = "TICKSCOPE_SHIM_MAX_SYMBOLS"
+DEFAULT_MAX_SYMBOLS = 100
 
 _FALSE = frozenset({"0", "false", "no", "off"})
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -74,6 +84,18 @@ def env_flag(name: str, default: bool) -> bool:
     if value in _TRUE:
         return True
     return default
+
+
+def env_int(name: str, default: int, minimum: int = 0) -> int:
+    """A whole number of at least `minimum`; anything else keeps the default."""
+    value = env(name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        return default
+    return number if number >= minimum else default
 
 
 def env_rate_limits() -> dict[str, float]:

@@ -47,8 +47,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
 
+from tickscope.shim import account, export, gate, logfilter, logredact, settings
 from tickscope.shim import ccxt as ccxt_instrumentation
-from tickscope.shim import export, gate, logfilter, logredact, settings
 from tickscope.shim.resource import engine_resource
 
 __all__ = ["Telemetry", "configure", "is_configured", "shutdown"]
@@ -137,6 +137,7 @@ def configure(
     runtime_metrics: bool = True,
     rate_limits: Mapping[str, float] | None = None,
     redact_logs: bool | None = None,
+    account_metrics: bool | None = None,
     add_to_existing: bool | None = None,
     span_processors: Iterable[SpanProcessor] = (),
     metric_readers: Iterable[MetricReader] = (),
@@ -153,6 +154,9 @@ def configure(
     - rate_limits: request budgets per exchange id where headers carry only the used part.
     - redact_logs: mask credentials and signatures in logs (default: on, unless
       TICKSCOPE_SHIM_REDACT_LOGS=false).
+    - account_metrics: record the account's own figures (balances, positions, open
+      orders, fills: tickscope.shim.account) as metrics; default off, unless
+      TICKSCOPE_SHIM_ACCOUNT_METRICS=true.
     - add_to_existing: with an SDK TracerProvider already set globally, add the
       sidecar's exporter to it (True) or use it as it is (False); default: add,
       except under opentelemetry-instrument.
@@ -168,6 +172,8 @@ def configure(
         if redact_logs is not None:
             logredact.set_enabled(redact_logs)
         logredact.install()
+        if account_metrics is not None:
+            account.set_enabled(account_metrics)
         ccxt_instrumentation.set_rate_limits(rate_limits)
         options = _Options(
             service_name,
@@ -194,6 +200,8 @@ def configure(
                 add = not _under_opentelemetry_instrument()
             telemetry = _join(found, options, add)
         telemetry.rate_limits = dict(rate_limits or {})
+        # The exchanges' metrics (clock skew, market data, account) go where configure's go.
+        ccxt_instrumentation.set_meter_provider(telemetry.meter_provider)
         _current = telemetry
     if runtime_metrics:
         from tickscope.shim.runtime import record_runtime_metrics
@@ -393,6 +401,7 @@ def shutdown(timeout_millis: int = 5000) -> None:
         telemetry, _current = _current, None
     if telemetry is None:
         return
+    ccxt_instrumentation.set_meter_provider(None)
     if telemetry.export_gate is not None and telemetry.mode == CREATED:
         gate.set_hook(None)
     try:
