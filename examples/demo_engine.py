@@ -3,10 +3,12 @@
 What it does, over and over: polls a ticker through a short-lived cache, checks
 the order book's spread, runs a risk check, places a limit order a little away
 from the market, and cancels it a moment later; now and then it fetches its
-balance and its open orders. Market-data calls go through the exchange's
-unified API (async ccxt), so every call becomes a `ccxt.<method>` span; the
-engine's own steps use `shim.traced`, its cache `shim.cache_metrics`, its
-order queue `shim.queue_gauge`.
+balance and its open orders; beside it, it watches each symbol's ticker over the
+websocket (ccxt.pro). REST calls go through the exchange's unified API, so every
+call becomes a `ccxt.<method>` span; websocket updates become metrics (updates,
+age, gaps, reconnects). The engine's own steps use `shim.traced`, its cache
+`shim.cache_metrics`, its order queue `shim.queue_gauge`, its main loop
+`shim.heartbeat` (the sidecar's /engine/healthz).
 
 The two lines that matter are `import shim` and `shim.configure(...)`.
 
@@ -66,6 +68,7 @@ class Engine:
         self.pending: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         shim.queue_gauge("pending_cancels", self.pending.qsize)
         self.balance_usdt = 0.0
+        self.ws_prices: dict[str, float] = {}
         self.running = True
 
     async def refresh_balance(self) -> None:
@@ -99,13 +102,43 @@ class Engine:
             except Exception as exc:  # already filled, or the exchange is unhappy
                 log.info("cancel failed: %s", type(exc).__name__)
 
+    async def watch(self, symbol: str) -> None:
+        """Market data over the websocket (ccxt.pro): the prices the strategy would
+        quote from. A dropped connection fails the pending watch with NetworkError;
+        the next call reconnects and resubscribes."""
+        import ccxt.pro as ccxtpro
+
+        while self.running:
+            try:
+                ticker = await self.exchange.watch_ticker(symbol)
+                self.ws_prices[symbol] = float(ticker.get("last") or 0.0)
+            except ccxtpro.NetworkError as exc:
+                log.info("websocket for %s dropped (%s): reconnecting", symbol, type(exc).__name__)
+                await asyncio.sleep(0.5)
+            except ccxtpro.BaseError as exc:
+                log.warning("websocket error for %s: %s", symbol, type(exc).__name__)
+                await asyncio.sleep(1.0)
+
     async def run(self) -> None:
-        import ccxt.async_support as ccxt
 
         await self.exchange.load_markets()
         await self.refresh_balance()
+        watchers = [asyncio.create_task(self.watch(symbol)) for symbol in self.symbols]
+        try:
+            await self.trade()
+        finally:
+            for task in watchers:
+                task.cancel()
+            await asyncio.gather(*watchers, return_exceptions=True)
+
+    async def trade(self) -> None:
+        import ccxt.async_support as ccxt
+
         rounds = 0
         while self.running:
+            # /engine/healthz turns 503 (and Kubernetes restarts the engine) when this
+            # loop stops turning, though the process is still up.
+            shim.heartbeat("main")
             started = time.monotonic()
             try:
                 for symbol in self.symbols:
@@ -140,9 +173,10 @@ async def main() -> None:
     # every ccxt exchange created from here on is instrumented.
     shim.configure(service_name="demo-engine", service_version="1.0.0")
 
-    import ccxt.async_support as ccxt
+    # ccxt.pro's exchange: the REST API of ccxt.async_support, and websockets (watch_*).
+    import ccxt.pro as ccxtpro
 
-    exchange = ccxt.binance(
+    exchange = ccxtpro.binance(
         {
             "apiKey": "demo-api-key",
             "secret": "demo-secret",
