@@ -171,7 +171,9 @@ async def main() -> None:
 
     # Spans and metrics go to the sidecar on 127.0.0.1 (or where OTEL_EXPORTER_OTLP_* point);
     # every ccxt exchange created from here on is instrumented.
-    shim.configure(service_name="demo-engine", service_version="1.0.0")
+    # account_metrics: the demo's own (simulated) balances, open orders and fills as
+    # trading_* metrics; off by default, since they are an account's financial figures.
+    shim.configure(service_name="demo-engine", service_version="1.0.0", account_metrics=True)
 
     # ccxt.pro's exchange: the REST API of ccxt.async_support, and websockets (watch_*).
     import ccxt.pro as ccxtpro

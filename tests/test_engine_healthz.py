@@ -31,7 +31,6 @@ from tickscope.collectors.engine.heartbeat import (
     HEARTBEAT_METRIC,
     EngineHeartbeats,
     HeartbeatConfig,
-    rendered_gauge,
 )
 from tickscope.exporters.otlpmetrics import MetricsConfig, MetricStore
 
@@ -243,10 +242,10 @@ def test_config_mistakes(
     assert result.returncode == 2 and message in result.stderr + result.stdout
 
 
-# --- the metric store, read through its render() ---------------------------------------------
+# --- the metric store's gauge_values() ---------------------------------------------
 
 
-def test_rendered_gauge_reads_the_stores_series() -> None:
+def test_gauge_values_reads_the_stores_series() -> None:
     store = MetricStore(MetricsConfig(), CollectorRegistry())
     scope = ("tickscope.shim", "0.1.0")
     beat = T0 + 0.123456  # the full double, not a rounded rendering
@@ -267,8 +266,7 @@ def test_rendered_gauge_reads_the_stores_series() -> None:
             scope=scope,
         )
     )
-    read = rendered_gauge(store)
-    got = sorted(read(), key=lambda s: s[1])
+    got = sorted(store.gauge_values(HEARTBEAT_METRIC), key=lambda s: s[1])
     assert got == [
         (
             {
@@ -289,7 +287,9 @@ def test_rendered_gauge_reads_the_stores_series() -> None:
             beat,
         ),
     ]
-    assert rendered_gauge(MetricStore(MetricsConfig(), CollectorRegistry()))() == []
+    assert MetricStore(MetricsConfig(), CollectorRegistry()).gauge_values(HEARTBEAT_METRIC) == []
+    # Not a gauge: the histogram's family is not read.
+    assert store.gauge_values("engine_loop_iteration_duration_seconds") == []
     assert HEARTBEAT_METRIC == "engine_loop_heartbeat_timestamp_seconds"
 
 

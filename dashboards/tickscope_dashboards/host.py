@@ -5,7 +5,7 @@ against a node_exporter too) and the engine-process collector's."""
 
 from __future__ import annotations
 
-from tickscope_dashboards.common import PROCESS, RATE, TARGET, alerts_panel, rate
+from tickscope_dashboards.common import PROCESS, RATE, TARGET, alerts_panel, quantile_queries, rate
 from tickscope_dashboards.spec import Dashboard, Panel, Query, Row
 from tickscope_dashboards.thresholds import steps, threshold
 
@@ -397,6 +397,33 @@ def engine() -> Row:
                     Query(
                         rate("engine_process_written_bytes_total", PROCESS), "{{process}} written"
                     ),
+                ),
+                min=0,
+            ),
+            Panel(
+                title="Engine loop heartbeat age",
+                description="Seconds since each engine loop last called shim.heartbeat (the value arrives with the engine's metrics every 10 s, so up to ~10 s is normal); the line is EngineLoopStalled's threshold. Empty unless the engine beats.",
+                unit="s",
+                queries=(
+                    Query(
+                        f"time() - max by (job, instance, loop) (engine_loop_heartbeat_timestamp_seconds{{{TARGET}}})",
+                        "{{instance}} {{loop}}",
+                    ),
+                ),
+                steps=steps("EngineLoopStalled"),
+                alerts=("EngineLoopStalled",),
+                min=0,
+            ),
+            Panel(
+                title="Engine loop iteration duration",
+                description="Time between heartbeats of each engine loop (or the body's duration with shim.loop), p50 and p99: a slow loop reacts late to the market.",
+                unit="s",
+                queries=quantile_queries(
+                    "engine_loop_iteration_duration_seconds",
+                    TARGET,
+                    "job, instance, loop",
+                    "{{instance}} {{loop}}",
+                    (0.5, 0.99),
                 ),
                 min=0,
             ),

@@ -78,7 +78,12 @@ PROMTOOL_ALLOWED = (
 # Span-derived families (present once spans of the right kind arrived).
 SPAN_COUNTERS = ["traces_span_metrics_calls"]
 SPAN_HISTOGRAMS = ["traces_span_metrics_duration_seconds"]
-TRADING_COUNTERS = ["trading_orders", "exchange_rate_limit_hits", "exchange_api_errors"]
+TRADING_COUNTERS = [
+    "trading_orders",
+    "exchange_rate_limit_hits",
+    "exchange_api_errors",
+    "exchange_timestamp_rejections",
+]
 TRADING_HISTOGRAMS = ["trading_order_latency_seconds"]
 TRADING_GAUGES = ["exchange_rate_limit_used_ratio"]
 SPAN_PATH_SELF = [

@@ -29,7 +29,7 @@ from tickscope.agent.version import __version__
 from tickscope.collectors.base import Source
 from tickscope.collectors.engine import EngineProcessCollector
 from tickscope.collectors.engine.finder import PidFileError, check_pid_file
-from tickscope.collectors.engine.heartbeat import EngineHeartbeats, rendered_gauge
+from tickscope.collectors.engine.heartbeat import HEARTBEAT_METRIC, EngineHeartbeats
 from tickscope.collectors.host import HostCollector
 from tickscope.collectors.metrics import CollectorMetrics
 from tickscope.collectors.runner import CollectorRunner
@@ -168,7 +168,7 @@ def _engine_heartbeats(config: Config, spans: SpanPath | None) -> EngineHeartbea
         raise StartupError(
             "engine.heartbeats needs OTLP metrics: metrics.enabled and a receiver enabled"
         )
-    return EngineHeartbeats(config.engine.heartbeats, rendered_gauge(store))
+    return EngineHeartbeats(config.engine.heartbeats, lambda: store.gauge_values(HEARTBEAT_METRIC))
 
 
 def _aggregator(stream: SpanStream, registry: CollectorRegistry) -> Consumer:

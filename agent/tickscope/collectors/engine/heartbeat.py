@@ -36,9 +36,8 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal
 
-from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BeforeValidator, Field
 
 from tickscope.core.configtypes import MAX_DURATION_SECONDS, Duration, StrictModel, parse_duration
@@ -49,7 +48,6 @@ __all__ = [
     "HeartbeatConfig",
     "HeartbeatReport",
     "LoopHealth",
-    "rendered_gauge",
 ]
 
 # The shim's engine.loop.heartbeat.timestamp (unit s), as the metric store names it.
@@ -225,24 +223,3 @@ class EngineHeartbeats:
             return LoopHealth(hb.loop, "waiting", hb.max_age, None, reason)
         reason = f"no heartbeat received in the {up:.0f}s since the sidecar started (grace {hb.grace:g}s)"
         return LoopHealth(hb.loop, "missing", hb.max_age, None, reason)
-
-
-class _Renders(Protocol):
-    def render(self, out: list[str], openmetrics: bool, names: frozenset[str] | None) -> None: ...
-
-
-def rendered_gauge(store: _Renders, name: str = HEARTBEAT_METRIC) -> Callable[[], Series]:
-    """A reader of gauge `name` through a store's render() (the text exposition of
-    that one family, parsed back)."""
-
-    def read() -> Series:
-        out: list[str] = []
-        store.render(out, False, frozenset({name}))
-        series = []
-        for family in text_string_to_metric_families("".join(out)):
-            for sample in family.samples:
-                if sample.name == name:
-                    series.append((sample.labels, float(sample.value)))
-        return series
-
-    return read

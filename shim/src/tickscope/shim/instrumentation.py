@@ -96,10 +96,14 @@ class CcxtInstrumentor(BaseInstrumentor):  # type: ignore[misc]  # BaseInstrumen
                     unit="{exchange}",
                     description="Instrumented ccxt exchanges alive, by exchange id.",
                 )
+        # The clock-skew, market-data and account metrics of the exchanges patched
+        # below go to the provider given here (None: the global one).
+        ccxt_instrumentation.set_meter_provider(kwargs.get("meter_provider"))
         ccxt_instrumentation.patch_exchanges(kwargs.get("tracer_provider"), None)
 
     def _uninstrument(self, **kwargs: Any) -> None:
         ccxt_instrumentation.unpatch_exchanges()
+        ccxt_instrumentation.set_meter_provider(None)
         if type(self)._installed_redaction:
             type(self)._installed_redaction = False
             logredact.uninstall()
