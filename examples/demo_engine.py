@@ -102,6 +102,14 @@ class Engine:
             except Exception as exc:  # already filled, or the exchange is unhappy
                 log.info("cancel failed: %s", type(exc).__name__)
 
+    async def rebalance(self, symbol: str, side: str) -> None:
+        """A small market order now and then, bought and sold back in turn: inventory
+        kept near flat (and the fills' slippage measured)."""
+        ticker = await self.tickers.get(symbol)
+        last = float(ticker.get("last") or 0.0)
+        if last > 0:
+            await self.exchange.create_order(symbol, "market", side, round(20.0 / last, 5))
+
     async def watch(self, symbol: str) -> None:
         """Market data over the websocket (ccxt.pro): the prices the strategy would
         quote from. A dropped connection fails the pending watch with NetworkError;
@@ -144,10 +152,12 @@ class Engine:
                 for symbol in self.symbols:
                     await self.step(symbol)
                 if rounds % 5 == 4:
-                    await self.cancel_pending()
                     await self.exchange.fetch_open_orders(self.symbols[0])
+                    await self.cancel_pending()
                 if rounds % 20 == 19:
                     await self.refresh_balance()
+                if rounds % 40 == 39:
+                    await self.rebalance(self.symbols[0], "buy" if rounds % 80 == 39 else "sell")
             except ccxt.DDoSProtection:  # 429/418; RateLimitExceeded is a subclass
                 log.warning("rate limited: backing off")
                 await asyncio.sleep(2.0)

@@ -44,9 +44,11 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_rule_files_exist() -> None:
     assert [p.name for p in RULE_FILES] == [
+        "account.rules.yml",
         "engine.rules.yml",
         "exchange.rules.yml",
         "host.rules.yml",
+        "marketdata.rules.yml",
         "sidecar.rules.yml",
     ]
     assert len(alerts()) >= 20

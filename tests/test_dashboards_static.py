@@ -155,7 +155,7 @@ def test_every_panel_is_complete(path: Path) -> None:
         unit = panel["fieldConfig"]["defaults"].get("unit")
         assert isinstance(unit, str) and unit, f"{where}: no unit"
         assert len(panel.get("description", "")) >= 20, f"{where}: no description"
-        assert panel["type"] in {"timeseries", "stat", "table"}, where
+        assert panel["type"] in {"timeseries", "stat", "table", "status-history"}, where
     for row in (item for item in items if item["type"] == "row"):
         assert row["title"], path.name
 

@@ -347,13 +347,15 @@ def test_rendered_rules_equal_alert_rules_but_the_urls() -> None:
             rule["annotations"]["runbook_url"] = runbook_base() + rule["annotations"]["runbook_url"]
     assert groups == expected
     assert [g["name"] for g in groups] == [
+        "tickscope-account",
         "tickscope-engine",
         "tickscope-exchange",
         "tickscope-host",
+        "tickscope-marketdata",
         "tickscope-sidecar",
     ]
     alerts = [r["alert"] for g in groups for r in g["rules"]]
-    assert len(alerts) == len(set(alerts)) == 27
+    assert len(alerts) == len(set(alerts)) == 34
 
 
 def test_urls_against_configured_bases() -> None:
@@ -468,7 +470,7 @@ def test_disabled_alerts_and_extra_labels() -> None:
     )
     rules = [r for g in groups for r in g["rules"]]
     assert {r["alert"] for r in rules}.isdisjoint({"HostHighLoad", "EngineTooManyThreads"})
-    assert len(rules) == 25
+    assert len(rules) == 32
     assert all(r["labels"]["team"] == "desk" for r in rules)
     assert all(r["labels"]["severity"] in ("warning", "critical") for r in rules)
 
@@ -498,7 +500,7 @@ def test_promtool_check_rules(set_name: str, tmp_path: Path) -> None:
         [promtool, "check", "rules", *map(str, paths)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("SUCCESS") == 4, result.stdout
+    assert result.stdout.count("SUCCESS") == 6, result.stdout
 
 
 @pytest.mark.system
@@ -533,7 +535,7 @@ def test_alert_rules_unit_tests_pass_on_the_rendered_rules(
                         annotations["dashboard_url"] = grafana + annotations["dashboard_url"]
         (tests_dir / path.name).write_text(yaml.safe_dump(document, sort_keys=False))
     files = sorted(str(p) for p in tests_dir.glob("*.test.yml"))
-    assert len(files) == 4
+    assert len(files) == 6
     result = subprocess.run(
         [promtool, "test", "rules", *files],
         capture_output=True,

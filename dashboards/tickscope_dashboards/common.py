@@ -19,6 +19,8 @@ FAULTS = {
     "overflow": "more label sets than the span, trading and OTLP metric limits",
     "upstream_down": "the forwarder's upstream is down and its buffer overflows",
     "engine_down": "the engine process stops",
+    "ws_drop": "the exchange drops the websocket connections",
+    "ws_pause": "a websocket stream stops updating",
     "alerts": "an alert fires",
     "sensors": "the machine has temperature sensors (most VMs and containers have none)",
 }

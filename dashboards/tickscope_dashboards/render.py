@@ -12,7 +12,7 @@ from typing import Any
 
 from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.builders import dashboard as builders
-from grafana_foundation_sdk.builders import prometheus, stat, table, timeseries
+from grafana_foundation_sdk.builders import prometheus, stat, statushistory, table, timeseries
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common as common_models
@@ -134,12 +134,28 @@ def _table(panel: spec.Panel) -> table.Panel:
     return built
 
 
+def _status_history(panel: spec.Panel) -> statushistory.Panel:
+    """One row per series, one cell per interval, coloured by the threshold steps: a
+    heatmap of a gauge per label set (market-data age per stream)."""
+    return (
+        statushistory.Panel()
+        .show_value(common_models.VisibilityMode.NEVER)
+        .row_height(0.9)
+        .col_width(0.9)
+        .legend(common_builders.VizLegendOptions().show_legend(False))
+        .thresholds(_thresholds(panel.steps or (Step(None, "green"),)))
+        .color_scheme(builders.FieldColor().mode(models.FieldColorModeId.THRESHOLDS))
+    )
+
+
 def panel_builder(panel: spec.Panel) -> cogbuilder.Builder[models.Panel]:
-    built: timeseries.Panel | stat.Panel | table.Panel
+    built: timeseries.Panel | stat.Panel | table.Panel | statushistory.Panel
     if panel.kind == "timeseries":
         built = _timeseries(panel)
     elif panel.kind == "stat":
         built = _stat(panel)
+    elif panel.kind == "status-history":
+        built = _status_history(panel)
     else:
         built = _table(panel)
     built = (

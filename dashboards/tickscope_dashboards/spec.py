@@ -8,7 +8,7 @@ from typing import Literal
 
 from tickscope_dashboards.thresholds import Step
 
-PanelKind = Literal["timeseries", "stat", "table"]
+PanelKind = Literal["timeseries", "stat", "table", "status-history"]
 
 
 @dataclass(frozen=True)

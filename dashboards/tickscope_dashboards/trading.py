@@ -16,7 +16,7 @@ from tickscope_dashboards.common import (
     red_row,
 )
 from tickscope_dashboards.spec import Dashboard, Panel, Query, Row
-from tickscope_dashboards.thresholds import Step, steps
+from tickscope_dashboards.thresholds import Step, steps, threshold
 
 UID = "tickscope-trading"
 
@@ -276,11 +276,230 @@ def runtime() -> Row:
     )
 
 
+WS = "exchange_ws_update_age_seconds"
+# The streams MarketDataStale judges: those that update on their own.
+SELF_UPDATING = 'method=~"watch_ticker|watch_tickers|watch_order_book|watch_ohlcv|watch_bids_asks"'
+
+
+def market_data() -> Row:
+    skew = threshold("ExchangeClockSkew")
+    return Row(
+        "Market data and clocks",
+        (
+            Panel(
+                title="Websocket updates per second",
+                description="Updates per second each ccxt.pro stream delivers (watch_ticker, watch_order_book, ...), per exchange, method and symbol.",
+                unit="cps",
+                queries=(
+                    Query(
+                        f"sum by (exchange, method, symbol) ({rate('exchange_ws_updates_total', EXCHANGE)})",
+                        "{{exchange}} {{method}} {{symbol}}",
+                    ),
+                ),
+                min=0,
+            ),
+            Panel(
+                title="Websocket data age",
+                description="Age of each stream's newest update (now minus the exchange's timestamp in it, else its arrival), read at each export; it grows while a stream is silent. The line is MarketDataStale's threshold (self-updating streams only).",
+                unit="s",
+                queries=(
+                    Query(
+                        f"max by (exchange, method, symbol) ({WS}{{{EXCHANGE}}})",
+                        "{{exchange}} {{method}} {{symbol}}",
+                    ),
+                ),
+                steps=steps("MarketDataStale"),
+                alerts=("MarketDataStale",),
+                min=0,
+            ),
+            Panel(
+                title="Market data freshness heatmap",
+                description="Each self-updating stream's data age over time, one row per stream: green while fresh, red from MarketDataStale's threshold. A red band across all rows is the exchange or the connection; one red row is one symbol.",
+                unit="s",
+                kind="status-history",
+                width=24,
+                queries=(
+                    Query(
+                        f"max by (exchange, method, symbol) ({WS}{{{EXCHANGE}, {SELF_UPDATING}}})",
+                        "{{exchange}} {{symbol}} {{method}}",
+                    ),
+                ),
+                steps=steps("MarketDataStale"),
+            ),
+            Panel(
+                title="Websocket update gaps",
+                description="Time between consecutive updates of a stream, p50 and p99 per exchange and method: the feed's own cadence, and its stalls.",
+                unit="s",
+                queries=quantile_queries(
+                    "exchange_ws_update_gap_seconds",
+                    EXCHANGE,
+                    "exchange, method",
+                    "{{exchange}} {{method}}",
+                    (0.5, 0.99),
+                ),
+                min=0,
+            ),
+            Panel(
+                title="Websocket reconnects and errors",
+                description="Reconnects per interval per exchange (ccxt.pro reconnects on the engine's next watch call after a drop), and errors per second out of watch_* by ccxt class. Errors are empty while every stream is healthy.",
+                unit="short",
+                queries=(
+                    Query(
+                        f"sum by (exchange) (increase(exchange_ws_reconnects_total{{{EXCHANGE}}}[$__rate_interval]))",
+                        "{{exchange}} reconnects",
+                    ),
+                    Query(
+                        f"sum by (exchange, method, error_type) ({rate('exchange_ws_errors_total', EXCHANGE)})",
+                        "{{exchange}} {{method}} {{error_type}}",
+                    ),
+                ),
+                alerts=("WebsocketReconnectStorm",),
+                healthy_empty="ws_drop",
+                min=0,
+            ),
+            Panel(
+                title="REST market data age",
+                description="Age of the data the newest REST call returned (fetch_ticker, fetch_trades, fetch_ohlcv, ...): the engine's clock at the response minus the data's timestamp. It includes the clock skew below.",
+                unit="s",
+                queries=(
+                    Query(
+                        f"max by (exchange, method, symbol) (exchange_marketdata_age_seconds{{{EXCHANGE}}})",
+                        "{{exchange}} {{method}} {{symbol}}",
+                    ),
+                ),
+            ),
+            Panel(
+                title="Clock skew",
+                description=f"The exchange's clock minus the engine's (positive: the exchange is ahead), with the estimate's error band; the lines are ExchangeClockSkew's ±{skew.value:g} s.",
+                unit="s",
+                queries=(
+                    Query(
+                        f"max by (exchange) (exchange_clock_skew_seconds{{{EXCHANGE}}})",
+                        "{{exchange}}",
+                    ),
+                    Query(
+                        f"max by (exchange) (exchange_clock_skew_seconds{{{EXCHANGE}}} + exchange_clock_skew_uncertainty_seconds{{{EXCHANGE}}})",
+                        "{{exchange}} upper bound",
+                    ),
+                    Query(
+                        f"max by (exchange) (exchange_clock_skew_seconds{{{EXCHANGE}}} - exchange_clock_skew_uncertainty_seconds{{{EXCHANGE}}})",
+                        "{{exchange}} lower bound",
+                    ),
+                ),
+                steps=(
+                    Step(None, skew.colour),
+                    Step(-skew.value, "green"),
+                    Step(skew.value, skew.colour),
+                ),
+                alerts=("ExchangeClockSkew",),
+            ),
+            Panel(
+                title="Timestamp rejections",
+                description="Calls refused for their timestamp or nonce per interval (InvalidNonce: Binance -1021, outside recvWindow), per exchange and method; ExchangeTimestampRejections fires on any.",
+                unit="short",
+                queries=(
+                    Query(
+                        f"sum by (exchange, method) (increase(exchange_timestamp_rejections_total{{{EXCHANGE}}}[$__rate_interval]))",
+                        "{{exchange}} {{method}}",
+                    ),
+                ),
+                alerts=("ExchangeTimestampRejections",),
+                min=0,
+            ),
+        ),
+    )
+
+
+QUOTE = 'currency=~"USDT|USDC|FDUSD|BUSD|USD|EUR"'
+
+
+def account() -> Row:
+    total = f'trading_balance{{{EXCHANGE}, kind="total"}}'
+    quote_total = f'trading_balance{{{EXCHANGE}, kind="total", {QUOTE}}}'
+    high = f"max by (exchange, currency) (max_over_time({quote_total}[24h]))"
+    return Row(
+        "Account (the shim's account_metrics)",
+        (
+            Panel(
+                title="Balances",
+                description="Total balance per exchange and currency held (fetch_balance), in the currency's own units. Empty unless the engine runs with account_metrics on.",
+                unit="short",
+                queries=(
+                    Query(f"sum by (exchange, currency) ({total})", "{{exchange}} {{currency}}"),
+                ),
+            ),
+            Panel(
+                title="Balance drawdown over 24 h",
+                description="How far each quote-currency balance is below its highest of the last 24 hours; the line is BalanceDrawdown's threshold (the daily loss limit). Withdrawals count as losses here.",
+                unit="percentunit",
+                queries=(
+                    Query(
+                        f"({high} - max by (exchange, currency) ({quote_total})) / {high}",
+                        "{{exchange}} {{currency}}",
+                    ),
+                ),
+                steps=steps("BalanceDrawdown"),
+                alerts=("BalanceDrawdown",),
+                min=0,
+            ),
+            Panel(
+                title="Open orders",
+                description="Open orders per exchange, symbol and side (fetch_open_orders).",
+                unit="short",
+                queries=(
+                    Query(
+                        f"sum by (exchange, symbol, side) (trading_open_orders{{{EXCHANGE}}})",
+                        "{{exchange}} {{symbol}} {{side}}",
+                    ),
+                ),
+                min=0,
+            ),
+            Panel(
+                title="Oldest open order",
+                description="Age of the oldest open order per symbol, as of the newest fetch_open_orders; the line is OrdersOpenTooLong's threshold.",
+                unit="s",
+                queries=(
+                    Query(
+                        f"max by (exchange, symbol) (trading_open_order_oldest_age_seconds{{{EXCHANGE}}})",
+                        "{{exchange}} {{symbol}}",
+                    ),
+                ),
+                steps=steps("OrdersOpenTooLong"),
+                alerts=("OrdersOpenTooLong",),
+                min=0,
+            ),
+            Panel(
+                title="Order fill ratio",
+                description="Filled share of the orders seen done (closed or cancelled), p50 and p99 per exchange: a quoting engine whose orders never fill is quoting too far away.",
+                unit="percentunit",
+                queries=quantile_queries(
+                    "trading_order_filled_ratio", EXCHANGE, "exchange", "{{exchange}}", (0.5, 0.99)
+                ),
+                min=0,
+                max=1,
+            ),
+            Panel(
+                title="Market order slippage",
+                description="Market orders' fill price against the last price the engine saw before sending, p50 and p99 per exchange and direction (adverse: worse than seen).",
+                unit="percentunit",
+                queries=quantile_queries(
+                    "trading_order_slippage_ratio",
+                    EXCHANGE,
+                    "exchange, direction",
+                    "{{exchange}} {{direction}}",
+                    (0.5, 0.99),
+                ),
+                min=0,
+            ),
+        ),
+    )
+
+
 DASHBOARD = Dashboard(
     uid=UID,
     title="tickscope / Trading engine",
     description="The engine's exchange calls (rate, errors, duration per exchange and method), its orders, rate limits and runtime.",
     variables=("datasource", "job", "instance", "service", "exchange", "method"),
-    rows=(overview(), red_row(), orders(), rate_limits(), runtime()),
+    rows=(overview(), red_row(), orders(), rate_limits(), market_data(), account(), runtime()),
     alert_components=("exchange",),
 )

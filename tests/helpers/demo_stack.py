@@ -60,6 +60,8 @@ SENSOR_FIXTURE = ROOT / "tests" / "fixtures" / "sys-live"
 # the engine is stopped last, and the alerts are what the others set off.
 FAULTS = (
     "bad_otlp",
+    "ws_drop",
+    "ws_pause",
     "rate_limit",
     "server_error",
     "rejected_order",
@@ -72,6 +74,7 @@ FAULTS = (
 # those of the faults injected so far.
 ALERTS_OF: dict[str, tuple[str, ...]] = {
     "bad_otlp": ("TickscopeRejectingSpans",),
+    "ws_pause": ("MarketDataStale",),
     "rate_limit": ("ExchangeRateLimited",),
     "server_error": ("ExchangeErrorRate",),
     "overflow": ("TickscopeSpanMetricsOverflow",),
@@ -403,6 +406,8 @@ class DemoStack:
             "server_error": self.inject_server_error,
             "rejected_order": self.inject_rejected_order,
             "bad_otlp": self.inject_bad_otlp,
+            "ws_drop": self.inject_ws_drop,
+            "ws_pause": self.inject_ws_pause,
             "overflow": self.inject_overflow,
             "upstream_down": self.stop_upstream_and_fill,
             "engine_down": self.stop_engine,
@@ -437,6 +442,40 @@ class DemoStack:
             if self._simulator_faults_left() == 0:
                 return
         raise AssertionError(f"the engine did not meet the injected faults within {timeout:.0f}s")
+
+    def simulator_ws(self, action: str, **control: Any) -> None:
+        """POST /_sim/ws/<action> (pause, resume, drop, lag, rate, push)."""
+        r = http_post(
+            f"{self.simulator_url}/_sim/ws/{action}",
+            json.dumps(control).encode(),
+            {"Content-Type": "application/json"},
+            timeout=5,
+        )
+        if r.status not in (200, 201):
+            raise AssertionError(
+                f"the simulator refused ws {action} {control}: {r.status} {r.text}"
+            )
+
+    def inject_ws_drop(self, timeout: float = 30.0) -> None:
+        """The exchange drops every websocket: the pending watch_ticker calls fail with
+        NetworkError (an error by class), and the engine's next calls reconnect."""
+        self.simulator_ws("drop")
+        self.prometheus.wait_for(
+            'sum(exchange_ws_errors_total{error_type="NetworkError"}) > 0',
+            timeout,
+            "websocket errors",
+        )
+        self.prometheus.wait_for("sum(exchange_ws_reconnects_total) > 0", timeout, "reconnects")
+
+    def inject_ws_pause(self, timeout: float = 30.0) -> None:
+        """One symbol's ticker stream stops (the connection stays up): its age grows
+        past MarketDataStale's threshold."""
+        self.simulator_ws("pause", symbol="ETH/USDT")
+        self.prometheus.wait_for(
+            'max(exchange_ws_update_age_seconds{symbol="ETH/USDT"}) > 30',
+            timeout + 30,
+            "a stale stream",
+        )
 
     def inject_rate_limit(self, timeout: float = 30.0) -> None:
         """Binance's 429 with code -1003 on market data: ccxt's DDoSProtection (the

@@ -63,7 +63,16 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 
-from tickscope.shim import account, clock, credentials, gate, logredact, marketdata, settings
+from tickscope.shim import (
+    account,
+    ccxt_pro,
+    clock,
+    credentials,
+    gate,
+    logredact,
+    marketdata,
+    settings,
+)
 from tickscope.shim.ratelimit import Reader, reader_for
 from tickscope.shim.redact import safe_method, safe_text, server_address
 from tickscope.shim.version import __version__
@@ -111,6 +120,10 @@ def _unified_methods(exchange: Any) -> dict[str, list[str]]:
             continue
         by_norm.setdefault(name.replace("_", "").lower(), []).append(name)
     wanted = {key for key, value in (getattr(exchange, "has", None) or {}).items() if value}
+    # ccxt.pro's watch_* are metrics (ccxt_pro), not spans: a stream updates far more often
+    # than a REST call, and a span around a watch would hide the REST calls made inside it
+    # (load_markets, an order book's snapshot).
+    wanted = {k for k in wanted if not k.lower().startswith(("watch", "unwatch"))}
     wanted.update(EXTRA_METHODS)
     methods: dict[str, list[str]] = {}
     for key in wanted:
@@ -547,12 +560,18 @@ def instrument_exchange(
     if callable(handle_errors):
         state.originals["handle_errors"] = exchange.__dict__.get("handle_errors", _MISSING)
         exchange.handle_errors = _response_hook(handle_errors)
+    try:
+        ccxt_pro.instrument_pro(exchange, meter_provider or _configured_meter_provider)
+    except Exception:  # no websocket metrics is better than no exchange
+        logging.getLogger("tickscope.shim").warning("websocket metrics not set up")
     exchange.__dict__[_STATE_ATTR] = state
     return exchange
 
 
 def uninstrument_exchange(exchange: Any) -> Any:
     """Put back every method `instrument_exchange` replaced."""
+    # First: ccxt_pro restores the watch methods it wrapped before ours are put back.
+    ccxt_pro.uninstrument_pro(exchange)
     state = exchange.__dict__.pop(_STATE_ATTR, None)
     if not isinstance(state, _State):
         return exchange
