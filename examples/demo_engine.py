@@ -174,6 +174,9 @@ async def main() -> None:
     parser.add_argument("--exchange-url", required=True, help="base URL of the exchange simulator")
     parser.add_argument("--symbols", default="BTC/USDT,ETH/USDT")
     parser.add_argument("--period", type=float, default=0.25, help="seconds per round")
+    parser.add_argument(
+        "--metric-export-interval", type=float, default=10.0, help="seconds between metric exports"
+    )
     args = parser.parse_args()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -183,7 +186,12 @@ async def main() -> None:
     # every ccxt exchange created from here on is instrumented.
     # account_metrics: the demo's own (simulated) balances, open orders and fills as
     # trading_* metrics; off by default, since they are an account's financial figures.
-    shim.configure(service_name="demo-engine", service_version="1.0.0", account_metrics=True)
+    shim.configure(
+        service_name="demo-engine",
+        service_version="1.0.0",
+        account_metrics=True,
+        metric_export_interval_millis=round(args.metric_export_interval * 1000),
+    )
 
     # ccxt.pro's exchange: the REST API of ccxt.async_support, and websockets (watch_*).
     import ccxt.pro as ccxtpro

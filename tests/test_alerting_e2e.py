@@ -7,7 +7,10 @@ receivers all post to a local webhook.
 Two real conditions: the exchange answers a share of calls with 503
 (ExchangeErrorRate, routed to the trading desk), and the watched engine process
 is killed (EngineDown, paged). Each must reach the webhook with its labels and
-then resolve once the condition ends.
+then resolve once the condition ends. And, with the demo engine (ccxt.pro
+websockets, a heartbeat): a paused websocket stream pages as MarketDataStale and
+resolves when it resumes; a frozen engine (SIGSTOP: the process is up, its loop is
+not) turns /engine/healthz to 503 naming its loop, and back to 200 when it thaws.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import contextlib
 import json
 import math
 import os
+import re
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -40,6 +45,7 @@ from helpers.sidecar import ROOT, SidecarProcess, StartSidecar
 
 RULES = ROOT / "alert-rules"
 ENGINE = ROOT / "tests" / "engines" / "polling_engine.py"
+DEMO_ENGINE = ROOT / "examples" / "demo_engine.py"
 SERVICE = "alerting-e2e"
 RATE = 400  # engine calls per second
 ERROR_SHARE = 0.03  # of the calls Prometheus has seen: 3x the 1% threshold
@@ -91,9 +97,29 @@ class Processes:
         self.procs.append(proc)
         return proc
 
+    def demo_engine(self, exchange_url: str, otlp_url: str) -> subprocess.Popen[str]:
+        """examples/demo_engine.py: REST trading, websocket tickers, a heartbeat; its
+        metrics exported every 0.5 s so that ages and beats move within the test."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp_url
+        proc = subprocess.Popen(
+            [sys.executable, str(DEMO_ENGINE), "--exchange-url", exchange_url,
+             "--metric-export-interval", "0.5"],
+            cwd=ROOT / "examples",
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log(f"demo-engine-{len(self.procs)}.log"),
+            text=True,
+        )  # fmt: skip
+        self.procs.append(proc)
+        return proc
+
     def stop_all(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGCONT)  # a frozen engine dies of SIGKILL too
                 proc.kill()
                 proc.wait(10)
         for log in self.logs:
@@ -267,3 +293,130 @@ def test_engine_failures_reach_alertmanager_webhook_and_resolve(
             f"{k} {v:.1f}s" for k, v in timings.items() if k.endswith(("firing", "resolved"))
         )
     )
+
+
+def simulator_ws(exchange_url: str, action: str, **control: object) -> None:
+    request = urllib.request.Request(
+        f"{exchange_url}/_sim/ws/{action}",
+        data=json.dumps(control).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status in (200, 201)
+
+
+def engine_health(sidecar: SidecarProcess) -> tuple[int, dict[str, object]]:
+    response = sidecar.get("/engine/healthz")
+    body: dict[str, object] = response.json()
+    return response.status, body
+
+
+def test_stale_market_data_and_a_frozen_engine_loop(
+    tmp_path: Path,
+    start_sidecar: StartSidecar,
+    processes: Processes,
+    webhook: Webhook,
+) -> None:
+    prometheus_bin = require_binary("prometheus")
+    alertmanager_bin = require_binary("prometheus-alertmanager")
+    shorten_for(RULES, tmp_path / "rules", "2s")
+    exchange_url = processes.simulator()
+    sidecar: SidecarProcess = start_sidecar(
+        {
+            "host": {"enabled": False},
+            "engine": {
+                "interval": "1s",
+                "processes": [
+                    {
+                        "name": "engine",
+                        "cmdline": re.escape(f"demo_engine.py --exchange-url {exchange_url}"),
+                    }
+                ],
+                # Beats arrive every 0.5 s here (the engine's export interval).
+                "heartbeats": [{"loop": "main", "max_age": "3s", "grace": "60s"}],
+            },
+            "server": {"metrics_cache_ttl": 0},
+        }
+    )
+    (tmp_path / "am").mkdir()
+    (tmp_path / "prom").mkdir()
+    alertmanager = Alertmanager(
+        alertmanager_bin,
+        tmp_path / "am",
+        example_alertmanager_config(RULES / "alertmanager.example.yml", webhook.url),
+    )
+    prometheus = Prometheus(
+        prometheus_bin,
+        tmp_path / "prom",
+        tmp_path / "rules",
+        [f"127.0.0.1:{sidecar.port}"],
+        f"127.0.0.1:{alertmanager.port}",
+    )
+    with contextlib.ExitStack() as stack:
+        stack.callback(alertmanager.stop)
+        alertmanager.start()
+        stack.callback(prometheus.stop)
+        prometheus.start()
+        engine = processes.demo_engine(exchange_url, sidecar.otlp_http_url)
+        age = 'exchange_ws_update_age_seconds{job="tickscope", method="watch_ticker", symbol="ETH/USDT"}'
+        prometheus.wait(
+            lambda: (prometheus.value(f"max({age})") or 99.0) < 5.0,
+            DEADLINE,
+            "the ETH/USDT ticker stream in Prometheus",
+        )
+        assert engine_health(sidecar)[0] == 200
+        assert prometheus.query('ALERTS{alertname=~"MarketDataStale|EngineLoopStalled"}') == []
+
+        # 1. The exchange stops one symbol's stream; the connection and the others go on.
+        paused = time.monotonic()
+        simulator_ws(exchange_url, "pause", symbol="ETH/USDT")
+        note, alert = webhook.wait_for("MarketDataStale", "firing", paused, DEADLINE)
+        stale_after = note.received - paused
+        assert note.path == "/trading-desk-page"  # critical + exchange: paged
+        assert alert["labels"] == {
+            "alertname": "MarketDataStale",
+            "severity": "critical",
+            "component": "exchange",
+            "job": "tickscope",
+            "instance": f"127.0.0.1:{sidecar.port}",
+            "exchange": "binance",
+            "method": "watch_ticker",
+            "symbol": "ETH/USDT",
+        }
+        assert alert["annotations"]["runbook_url"] == "docs/runbooks.md#marketdatastale"
+        # 30 s of silence (the threshold), then the scrape, the rule and Alertmanager.
+        assert 30.0 < stale_after < 30.0 + DEADLINE
+        # The other stream was never stale.
+        assert (prometheus.value('max(exchange_ws_update_age_seconds{symbol="BTC/USDT"})') or 0) < 5
+
+        resumed = time.monotonic()
+        simulator_ws(exchange_url, "resume", symbol="ETH/USDT")
+        note, alert = webhook.wait_for("MarketDataStale", "resolved", resumed, DEADLINE)
+        assert alert["labels"]["symbol"] == "ETH/USDT"
+
+        # 2. The engine freezes: its process is still there, its loop and exports are not.
+        frozen = time.monotonic()
+        engine.send_signal(signal.SIGSTOP)
+        while True:
+            status, body = engine_health(sidecar)
+            if status == 503:
+                break
+            assert time.monotonic() - frozen < 30, body
+            time.sleep(0.2)
+        stalled_after = time.monotonic() - frozen
+        assert body["status"] == "unhealthy"
+        assert body["stale"] == ["main"], body
+        assert 3.0 <= stalled_after < 3.0 + 10.0  # max_age, plus an export and a poll
+        assert prometheus.value('engine_process_up{job="tickscope", process="engine"}') == 1
+
+        thawed = time.monotonic()
+        engine.send_signal(signal.SIGCONT)
+        while engine_health(sidecar)[0] != 200:
+            assert time.monotonic() - thawed < 30
+            time.sleep(0.2)
+        print(
+            f"\nMarketDataStale paged {stale_after:.1f} s after the stream stopped; "
+            f"/engine/healthz 503 {stalled_after:.1f} s after the engine froze, "
+            f"200 {time.monotonic() - thawed:.1f} s after it thawed"
+        )
