@@ -423,6 +423,9 @@ THRESHOLDS = {
         "\n> 0.1\n",
         "rejects more than 10% of orders",
     ),
+    "marketDataStaleSeconds": ("MarketDataStale", 10, ") > 10\n", "market data older than 10s"),
+    "exchangeClockSkewSeconds": ("ExchangeClockSkew", 4.5, ") > 4.5\n", "by more than 4.5s"),
+    "balanceDrawdownRatio": ("BalanceDrawdown", 0.05, "\n> 0.05\n", "by more than 5%"),
 }
 
 

@@ -15,6 +15,9 @@ EngineOOMImminent: {key: engineMemoryLimitRatio, op: ">", expr: "> 0.90", summar
 ExchangeHighLatency: {key: exchangeLatencyP99Seconds, op: ">", expr: "> 2\n", summary: "above 2s", unit: seconds}
 ExchangeErrorRate: {key: exchangeErrorRatio, op: ">", expr: "> 0.01", summary: "above 1%", unit: percent}
 OrderRejectionRate: {key: orderRejectionRatio, op: ">", expr: "> 0.05", summary: "more than 5%", unit: percent}
+MarketDataStale: {key: marketDataStaleSeconds, op: ">", expr: "> 30\n", summary: "older than 30s", unit: seconds}
+ExchangeClockSkew: {key: exchangeClockSkewSeconds, op: ">", expr: "> 1\n", summary: "more than 1s", unit: seconds}
+BalanceDrawdown: {key: balanceDrawdownRatio, op: ">", expr: "> 0.10\n", summary: "more than 10%", unit: percent}
 {{- end }}
 
 {{/* Replace `old` by `new` in `text`, which must hold it exactly once. */}}
