@@ -140,6 +140,35 @@ def webhook() -> Iterator[Webhook]:
     w.stop()
 
 
+@contextlib.contextmanager
+def alerting(tmp_path: Path, sidecar: SidecarProcess, webhook: Webhook) -> Iterator[Prometheus]:
+    """The Debian Prometheus (the rules in tmp_path/rules) scraping `sidecar`, and
+    Alertmanager with the example configuration posting to `webhook`; both stopped
+    on exit."""
+    prometheus_bin = require_binary("prometheus")
+    alertmanager_bin = require_binary("prometheus-alertmanager")
+    (tmp_path / "am").mkdir()
+    (tmp_path / "prom").mkdir()
+    alertmanager = Alertmanager(
+        alertmanager_bin,
+        tmp_path / "am",
+        example_alertmanager_config(RULES / "alertmanager.example.yml", webhook.url),
+    )
+    prometheus = Prometheus(
+        prometheus_bin,
+        tmp_path / "prom",
+        tmp_path / "rules",
+        [f"127.0.0.1:{sidecar.port}"],
+        f"127.0.0.1:{alertmanager.port}",
+    )
+    with contextlib.ExitStack() as stack:
+        stack.callback(alertmanager.stop)
+        alertmanager.start()
+        stack.callback(prometheus.stop)
+        prometheus.start()
+        yield prometheus
+
+
 def inject(exchange_url: str, count: int) -> None:
     """The next `count` ticker requests answer 503 Service Unavailable."""
     request = urllib.request.Request(
@@ -158,8 +187,6 @@ def test_engine_failures_reach_alertmanager_webhook_and_resolve(
     processes: Processes,
     webhook: Webhook,
 ) -> None:
-    prometheus_bin = require_binary("prometheus")
-    alertmanager_bin = require_binary("prometheus-alertmanager")
     timings: dict[str, float] = {}
 
     # The rules exactly as shipped, but for `for`.
@@ -184,25 +211,7 @@ def test_engine_failures_reach_alertmanager_webhook_and_resolve(
             "server": {"metrics_cache_ttl": 0},
         }
     )
-    (tmp_path / "am").mkdir()
-    (tmp_path / "prom").mkdir()
-    alertmanager = Alertmanager(
-        alertmanager_bin,
-        tmp_path / "am",
-        example_alertmanager_config(RULES / "alertmanager.example.yml", webhook.url),
-    )
-    prometheus = Prometheus(
-        prometheus_bin,
-        tmp_path / "prom",
-        tmp_path / "rules",
-        [f"127.0.0.1:{sidecar.port}"],
-        f"127.0.0.1:{alertmanager.port}",
-    )
-    with contextlib.ExitStack() as stack:
-        stack.callback(alertmanager.stop)
-        alertmanager.start()
-        stack.callback(prometheus.stop)
-        prometheus.start()
+    with alerting(tmp_path, sidecar, webhook) as prometheus:
         assert prometheus.rules_loaded() == len(shipped)
         engine = processes.engine(exchange_url, sidecar.otlp_http_url)
 
@@ -318,8 +327,6 @@ def test_stale_market_data_and_a_frozen_engine_loop(
     processes: Processes,
     webhook: Webhook,
 ) -> None:
-    prometheus_bin = require_binary("prometheus")
-    alertmanager_bin = require_binary("prometheus-alertmanager")
     shorten_for(RULES, tmp_path / "rules", "2s")
     exchange_url = processes.simulator()
     sidecar: SidecarProcess = start_sidecar(
@@ -339,25 +346,7 @@ def test_stale_market_data_and_a_frozen_engine_loop(
             "server": {"metrics_cache_ttl": 0},
         }
     )
-    (tmp_path / "am").mkdir()
-    (tmp_path / "prom").mkdir()
-    alertmanager = Alertmanager(
-        alertmanager_bin,
-        tmp_path / "am",
-        example_alertmanager_config(RULES / "alertmanager.example.yml", webhook.url),
-    )
-    prometheus = Prometheus(
-        prometheus_bin,
-        tmp_path / "prom",
-        tmp_path / "rules",
-        [f"127.0.0.1:{sidecar.port}"],
-        f"127.0.0.1:{alertmanager.port}",
-    )
-    with contextlib.ExitStack() as stack:
-        stack.callback(alertmanager.stop)
-        alertmanager.start()
-        stack.callback(prometheus.stop)
-        prometheus.start()
+    with alerting(tmp_path, sidecar, webhook) as prometheus:
         engine = processes.demo_engine(exchange_url, sidecar.otlp_http_url)
         age = 'exchange_ws_update_age_seconds{job="tickscope", method="watch_ticker", symbol="ETH/USDT"}'
         prometheus.wait(
@@ -407,7 +396,9 @@ def test_stale_market_data_and_a_frozen_engine_loop(
         stalled_after = time.monotonic() - frozen
         assert body["status"] == "unhealthy"
         assert body["stale"] == ["main"], body
-        assert 3.0 <= stalled_after < 3.0 + 10.0  # max_age, plus an export and a poll
+        # max_age (3 s) after the last beat, which is up to a loop round (0.25 s) plus an
+        # export interval (0.5 s) older than the freeze; plus a poll.
+        assert 3.0 - 0.75 - 0.2 <= stalled_after < 3.0 + 10.0
         assert prometheus.value('engine_process_up{job="tickscope", process="engine"}') == 1
 
         thawed = time.monotonic()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
@@ -26,6 +26,7 @@ from exchange_simulator import BinanceSimulator
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+from helpers.aio import run, until
 from helpers.sidecar import StartSidecar, sample_value
 from tickscope.shim import ccxt_pro
 from tickscope.shim.ccxt_pro import instrument_pro, is_pro, is_pro_instrumented, uninstrument_pro
@@ -35,18 +36,6 @@ ETH_TICKER = "ethusdt@miniTicker"
 API_KEY = "CANARYKEY-shimws-5b1e"
 SECRET = "CANARYSECRET-shimws-0c7d"
 OVERFLOW = "otel.metric.overflow"
-
-
-def run(coro: Coroutine[Any, Any, None], timeout: float = 20.0) -> None:
-    asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-async def until(predicate: Callable[[], bool], within: float = 5.0, what: str = "") -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        await asyncio.sleep(0.005)
 
 
 class Metrics:

@@ -15,7 +15,7 @@ import logging
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -25,6 +25,8 @@ import ccxt.pro as ccxtpro
 import pytest
 from exchange_simulator import BinanceSimulator, point_at
 
+from helpers.aio import run, until
+
 # watch_ticker asks for the miniTicker stream: ccxt.pro's watchTickers drops the
 # callerMethodName before it reads options['watchTicker']['name'].
 BTC_TICKER = "btcusdt@miniTicker"
@@ -32,18 +34,6 @@ ETH_TICKER = "ethusdt@miniTicker"
 BTC_DEPTH = "btcusdt@depth@100ms"
 API_KEY = "CANARYKEY-ws-7f3a9c"
 SECRET = "CANARYSECRET-ws-e1d2c3"
-
-
-def run(coro: Coroutine[Any, Any, None], timeout: float = 20.0) -> None:
-    asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-async def until(predicate: Callable[[], bool], within: float = 5.0, what: str = "") -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        await asyncio.sleep(0.005)
 
 
 @asynccontextmanager
