@@ -1,0 +1,630 @@
+"""The performance report (issue 15): run the benchmarks and write docs/performance.md
+with PNG plots in docs/img/performance/.
+
+Every figure is measured in this run, each next to its baseline measured in the same
+run: node_exporter for host metrics (bench_scrape's helpers), the decode-only ceiling
+for OTLP ingest (bench_otlp.fresh_ceiling), a bare OpenTelemetry SDK span and the
+stock OTLP encoder for the engine side (bench_shim); and the scaling curves
+(bench_scaling, bench_scaling_shim). `--quick` runs everything smaller (about two
+minutes) for tests; the figures are then noisier and the label-set curve stops at
+5,000.
+
+    .venv/bin/python bench/report.py [--quick] [--out DIR]
+
+writes DIR/performance.md and DIR/img/performance/*.png (DIR: docs/), and the raw
+figures as DIR/img/performance/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import http.client
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_scaling
+import bench_scaling_shim
+from bench_scrape import PROMETHEUS_HEADERS, collection_times, cpu_seconds, scrape, series_count
+from common import ROOT, free_port, percentile, sidecar, wait_http
+
+# -- the machine ----------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()
+    return {
+        "cpu": model,
+        "cores": psutil.cpu_count(logical=True),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "ram_gib": psutil.virtual_memory().total / 2**30,
+        "kernel": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "load_before": f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
+    }
+
+
+# -- host metrics: tickscope next to node_exporter --------------------------------------
+
+
+def host_metrics(scrapes: int, collection_rounds: int) -> dict[str, Any]:
+    node_exporter = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
+    if node_exporter is None:
+        return {"skipped": "prometheus-node-exporter is not installed (make bench installs it)"}
+    engine = subprocess.Popen(["sleep", "3600"])
+    ne_port = free_port()
+    ne = subprocess.Popen(
+        [node_exporter, f"--web.listen-address=127.0.0.1:{ne_port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{ne_port}/metrics")
+        config = {
+            "host": {"interval": "2s"},
+            "engine": {
+                "interval": "2s",
+                "processes": [{"name": "engine", "process_name": "sleep"}],
+            },
+            "receiver": {"http": {"port": free_port()}, "grpc": {"port": free_port()}},
+            # Every scrape rendered, as node_exporter does (the default reuses a render for 1 s).
+            "server": {"metrics_cache_ttl": 0, "max_render_percent": 100},
+        }
+        with sidecar(config, env={"ENGINE_MEMORY_LIMIT": "1Gi"}) as (ts, ts_port):
+            procs = {"node_exporter": psutil.Process(ne.pid), "tickscope": psutil.Process(ts.pid)}
+            conns = {
+                "node_exporter": http.client.HTTPConnection("127.0.0.1", ne_port, timeout=10),
+                "tickscope": http.client.HTTPConnection("127.0.0.1", ts_port, timeout=10),
+            }
+            series = {"node_exporter": series_count(ne_port), "tickscope": series_count(ts_port)}
+            for _ in range(10):
+                for conn in conns.values():
+                    scrape(conn, PROMETHEUS_HEADERS)
+            times: dict[str, list[float]] = {name: [] for name in conns}
+            cpu_before = {name: cpu_seconds(p) for name, p in procs.items()}
+            for _ in range(scrapes):
+                for name, conn in conns.items():
+                    times[name].append(scrape(conn, PROMETHEUS_HEADERS)[0])
+            cpu = {name: cpu_seconds(p) - cpu_before[name] for name, p in procs.items()}
+            rss = {name: p.memory_info().rss / 2**20 for name, p in procs.items()}
+            for conn in conns.values():
+                conn.close()
+        collect = collection_times(collection_rounds)
+    finally:
+        ne.terminate()
+        ne.wait(10)
+        engine.kill()
+        engine.wait(5)
+    rows = {
+        name: {
+            "series": series[name],
+            "median_ms": statistics.median(times[name]) * 1000,
+            "p95_ms": percentile(times[name], 95) * 1000,
+            "p99_ms": percentile(times[name], 99) * 1000,
+            "cpu_ms_per_scrape": cpu[name] / scrapes * 1000,
+            "rss_mib": rss[name],
+        }
+        for name in times
+    }
+    return {
+        "scrapes": scrapes,
+        "rows": rows,
+        "ratio_median": rows["tickscope"]["median_ms"] / rows["node_exporter"]["median_ms"],
+        "collection_median_ms": statistics.median(collect) * 1000,
+        "collection_p99_ms": percentile(collect, 99) * 1000,
+    }
+
+
+# -- plots ---------------------------------------------------------------------------------
+
+
+def plots(results: dict[str, Any], img: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    img.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+
+    def save(fig: Any, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(img / name, dpi=100)
+        plt.close(fig)
+        written.append(name)
+
+    host = results["host"]
+    if "rows" in host:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        names = list(host["rows"])
+        stats = ("median_ms", "p95_ms", "p99_ms")
+        width = 0.35
+        for i, name in enumerate(names):
+            ax.bar(
+                [k + i * width for k in range(len(stats))],
+                [host["rows"][name][s] for s in stats],
+                width,
+                label=name,
+            )
+        ax.set_xticks([k + width / 2 for k in range(len(stats))], ["median", "p95", "p99"])
+        ax.set_ylabel("ms per /metrics scrape")
+        ax.set_title("Host metrics: tickscope vs node_exporter (same run)")
+        ax.legend()
+        save(fig, "host_metrics.png")
+
+    ingest = results["ingest"]["runs"]
+    http_runs = [r for r in ingest if r["protocol"] == "http"]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    conns = [r["connections"] for r in http_runs]
+    a1.plot(conns, [r["spans_per_second"] for r in http_runs], "o-", label="OTLP/HTTP end to end")
+    a1.plot(conns, [r["ceiling"] for r in http_runs], "s--", label="decode-only ceiling")
+    for r in ingest:
+        if r["protocol"] == "grpc":
+            a1.plot([r["connections"]], [r["spans_per_second"]], "^", label="OTLP/gRPC")
+    for r in http_runs:
+        a1.annotate(f"{r['ratio']:.1%}", (r["connections"], r["spans_per_second"]), fontsize=8)
+    a1.set_xscale("log", base=2)
+    a1.set_yscale("log")
+    a1.set_xticks(conns, [str(c) for c in conns])
+    a1.set_xlabel("concurrent connections")
+    a1.set_ylabel("spans/s")
+    a1.set_title("Span ingest vs the decode-only ceiling")
+    a1.legend(fontsize=8)
+    for key, style in (("p50_ms", "o-"), ("p95_ms", "s-"), ("p99_ms", "^-")):
+        a2.plot(conns, [r[key] for r in http_runs], style, label=key.replace("_ms", ""))
+    a2.set_xscale("log", base=2)
+    a2.set_xticks(conns, [str(c) for c in conns])
+    a2.set_xlabel("concurrent connections")
+    a2.set_ylabel("request latency, ms")
+    a2.set_title("OTLP/HTTP request latency")
+    a2.legend(fontsize=8)
+    save(fig, "ingest_scaling.png")
+
+    metrics = results["metrics"]
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(13, 3.8))
+    lines = [m["lines"] for m in metrics]
+    sets = [m["label_sets"] for m in metrics]
+    a1.loglog(lines, [m["render_ms"] for m in metrics], "o-", label="median")
+    a1.loglog(lines, [m["render_p99_ms"] for m in metrics], "s--", label="p99")
+    a1.set_xlabel("exposition lines")
+    a1.set_ylabel("/metrics render, ms")
+    a1.set_title("/metrics time")
+    a1.legend(fontsize=8)
+    a2.semilogx(lines, [m["us_per_line"] for m in metrics], "o-")
+    a2.set_ylim(bottom=0)
+    a2.set_xlabel("exposition lines")
+    a2.set_ylabel("µs per line (median)")
+    a2.set_title("Render cost per line")
+    a3.semilogx(sets, [m["rss_mib"] for m in metrics], "o-", label="RSS holding them")
+    a3.semilogx(sets, [m["rss_after_scrape_mib"] for m in metrics], "s--", label="after scrapes")
+    a3.set_xlabel("span-metric label sets")
+    a3.set_ylabel("RSS, MiB")
+    a3.set_title("Sidecar RSS")
+    a3.legend(fontsize=8)
+    save(fig, "metrics_scaling.png")
+
+    points = results["footprint"]["points"]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    labels = ["idle" if p["rate"] == 0 else f"{p['rate']:,}" for p in points]
+    a1.bar(labels, [p["millicores"] for p in points])
+    a1.set_xlabel("spans/s")
+    a1.set_ylabel("millicores")
+    a1.set_title("Sidecar CPU (default config)")
+    a2.bar(labels, [p["rss_mib"] for p in points], color="tab:orange")
+    a2.set_xlabel("spans/s")
+    a2.set_ylabel("RSS, MiB")
+    a2.set_title("Sidecar RSS (default config)")
+    save(fig, "footprint.png")
+
+    shim = results["shim"]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    variants = ("plain", "bare_span", "wrapped")
+    names = {"plain": "uninstrumented", "bare_span": "bare SDK span", "wrapped": "shim"}
+    width = 0.25
+    threads = list(shim["threads"])
+    for i, v in enumerate(variants):
+        a1.bar(
+            [k + i * width for k in range(len(threads))],
+            [shim["threads"][t][v]["cpu_us_per_call"] for t in threads],
+            width,
+            label=names[v],
+        )
+    a1.set_xticks([k + width for k in range(len(threads))], [f"{t} thread(s)" for t in threads])
+    a1.set_ylabel("engine CPU per call, µs")
+    a1.set_title("Shim overhead (stubbed fetch_ticker)")
+    a1.legend(fontsize=8)
+    export = shim["export"]
+    bars = {"stock OTLP encoder": export["stock_us_per_span"]}
+    if export["fast_us_per_span"] is not None:
+        bars["tickscope encoder"] = export["fast_us_per_span"]
+    a2.bar(list(bars), list(bars.values()), color=["tab:gray", "tab:green"][: len(bars)])
+    a2.set_ylabel("engine CPU per exported span, µs")
+    a2.set_title("Export encoding")
+    save(fig, "shim_scaling.png")
+    return written
+
+
+# -- the markdown ----------------------------------------------------------------------------
+
+
+def table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
+    """A markdown table, its first `left` columns left-aligned and the rest right."""
+    align = [":---" if i < left else "---:" for i in range(len(header))]
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
+    runs = results["ingest"]["runs"]
+    http4 = next(r for r in runs if r["protocol"] == "http" and r["connections"] == 4)
+    points = {p["rate"]: p for p in results["footprint"]["points"]}
+    metrics = results["metrics"]
+    per_line = [m["us_per_line"] for m in metrics]
+    spread = max(per_line) / min(per_line)
+    kb = max(m["kb_per_label_set"] for m in metrics if m["label_sets"] >= 1000)
+    export = results["shim"]["export"]
+    fast = export["fast_us_per_span"]
+    rec = results["ingest"]["reconcile"]
+    out = [
+        {
+            "goal": "OTLP/HTTP ingest / decode-only ceiling (4 connections, as the issue measured)",
+            "target": ">= 15%",
+            "measured": f"{http4['ratio']:.1%} ({http4['spans_per_second']:,.0f} / {http4['ceiling']:,.0f} spans/s)",
+            "met": http4["ratio"] >= 0.15,
+        },
+        {
+            "goal": "span-metric totals = spans accepted",
+            "target": "exact",
+            "measured": f"accepted {rec['accepted']:,.0f}, processed {rec['processed']:,.0f}, "
+            f"calls_total {rec['calls_total']:,.0f}, duration count {rec['duration_count']:,.0f}",
+            "met": bool(rec["exact"]),
+        },
+        {
+            "goal": "idle CPU, default 2 s collection",
+            "target": "< 5 millicores",
+            "measured": f"{points[0]['millicores']:.1f} millicores over {results['footprint']['idle_seconds']:g} s",
+            "met": points[0]["millicores"] < 5,
+        },
+        {
+            "goal": "CPU at 1,000 spans/s",
+            "target": "< 20 millicores",
+            "measured": f"{points[1000]['millicores']:.1f} millicores",
+            "met": points[1000]["millicores"] < 20,
+        },
+        {
+            "goal": "default-config RSS",
+            "target": "< 60 MB",
+            "measured": f"{results['footprint']['default_rss_mb']:.1f} MB",
+            "met": results["footprint"]["default_rss_mb"] < 60,
+        },
+        {
+            "goal": f"/metrics µs/line flat from {metrics[0]['lines']:,} to {metrics[-1]['lines']:,} lines",
+            "target": "max/min within 1.20",
+            "measured": f"{min(per_line):.2f}-{max(per_line):.2f} µs/line (ratio {spread:.2f})",
+            "met": spread <= 1.2,
+        },
+        {
+            "goal": "RSS per span-metric label set",
+            "target": "< 2 KB",
+            "measured": f"{kb:.1f} KB (largest from 1,000 label sets up)",
+            "met": kb < 2,
+        },
+        {
+            "goal": "engine CPU per exported span / stock OTLP encoder",
+            "target": "<= 1/3",
+            "measured": (
+                f"{fast:.1f} / {export['stock_us_per_span']:.1f} µs = {fast / export['stock_us_per_span']:.2f}"
+                if fast is not None
+                else f"stock {export['stock_us_per_span']:.1f} µs/span; tickscope encoder {export['fast_note']}"
+            ),
+            "met": fast is not None and fast <= export["stock_us_per_span"] / 3,
+        },
+    ]
+    return out
+
+
+def markdown(results: dict[str, Any], quick: bool) -> str:
+    m = results["machine"]
+    out = [
+        "# Performance",
+        "",
+        "<!-- Written by bench/report.py (`make bench`); do not edit by hand. -->",
+        "",
+        "What the sidecar and the shim cost, measured by `bench/report.py`"
+        + (" in its `--quick` mode (short runs: noisier figures)" if quick else "")
+        + ", every figure next to its baseline measured in the same run.",
+        "",
+        "## The machine",
+        "",
+        table(
+            ["CPU", "cores", "RAM", "kernel", "Python", "date", "load average before"],
+            [
+                [
+                    m["cpu"],
+                    f"{m['cores']} logical ({m['physical_cores']} physical)",
+                    f"{m['ram_gib']:.1f} GiB",
+                    m["kernel"],
+                    m["python"],
+                    m["date"],
+                    m["load_before"],
+                ]
+            ],
+            left=7,
+        ),
+        "",
+        f"The whole run took {results['elapsed_s']:.0f} s. Other work on the machine moves "
+        "the figures by 10-30% from run to run; the ratios, each taken within one run, move less.",
+        "",
+        "## Goals (issue 15), measured in this run",
+        "",
+        table(
+            ["goal", "target", "measured", "met"],
+            [
+                [g["goal"], g["target"], g["measured"], "yes" if g["met"] else "**no**"]
+                for g in results["goals"]
+            ],
+            left=4,
+        ),
+        "",
+    ]
+    host = results["host"]
+    out += ["## Host metrics: tickscope next to node_exporter", ""]
+    if "rows" in host:
+        out += [
+            f"Both run at once and are scraped alternately, {host['scrapes']} scrapes each, with "
+            "Prometheus's headers (OpenMetrics, gzip); tickscope with the host and engine-process "
+            "collectors at their default 2 s and its render cache off (every scrape renders, as "
+            "node_exporter's does).",
+            "",
+            table(
+                ["exporter", "series", "median ms", "p95 ms", "p99 ms", "CPU ms/scrape", "RSS MiB"],
+                [
+                    [
+                        name,
+                        f"{r['series']:,}",
+                        f"{r['median_ms']:.2f}",
+                        f"{r['p95_ms']:.2f}",
+                        f"{r['p99_ms']:.2f}",
+                        f"{r['cpu_ms_per_scrape']:.2f}",
+                        f"{r['rss_mib']:.1f}",
+                    ]
+                    for name, r in host["rows"].items()
+                ],
+            ),
+            "",
+            f"tickscope / node_exporter median: {host['ratio_median']:.2f}. One host + "
+            f"engine-process collection (in a worker thread, every 2 s): median "
+            f"{host['collection_median_ms']:.2f} ms, p99 {host['collection_p99_ms']:.2f} ms.",
+            "",
+            "![host metrics](img/performance/host_metrics.png)",
+            "",
+        ]
+    else:
+        out += [f"Not measured: {host['skipped']}.", ""]
+    out += [
+        "## Span ingest and how it scales with connections",
+        "",
+        "A load generator in its own process posts pre-encoded 512-span batches shaped like "
+        "the shim's ccxt spans as fast as the sidecar takes them. The ceiling is "
+        "`ExportTraceServiceRequest.FromString` of the same batches in a fresh process, "
+        "measured before and after each run; the ratio is to their mean.",
+        "",
+        table(
+            [
+                "protocol",
+                "connections",
+                "spans/s",
+                "ceiling spans/s",
+                "ratio",
+                "CPU cores",
+                "CPU µs/span",
+                "p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "RSS MiB",
+            ],
+            [
+                [
+                    f"OTLP/{r['protocol'].upper() if r['protocol'] == 'http' else 'gRPC'}",
+                    str(r["connections"]),
+                    f"{r['spans_per_second']:,.0f}",
+                    f"{r['ceiling']:,.0f}",
+                    f"{r['ratio']:.1%}",
+                    f"{r['cpu_cores']:.2f}",
+                    f"{r['cpu_us_per_span']:.2f}",
+                    f"{r['p50_ms']:.1f}",
+                    f"{r['p95_ms']:.1f}",
+                    f"{r['p99_ms']:.1f}",
+                    f"{r['rss_mib']:.0f}",
+                ]
+                for r in results["ingest"]["runs"]
+            ],
+        ),
+        "",
+        "Span-metric totals after all the runs: "
+        + ", ".join(
+            f"{k.replace('_', ' ')} {v:,.0f}"
+            for k, v in results["ingest"]["reconcile"].items()
+            if k != "exact"
+        )
+        + (" — exact." if results["ingest"]["reconcile"]["exact"] else " — **they differ**."),
+        "",
+        "![span ingest](img/performance/ingest_scaling.png)",
+        "",
+        "## /metrics time and RSS by span-metric label sets",
+        "",
+        "One sidecar per row, its span metrics filled with distinct span names (each label "
+        "set is 20 exposition lines: a counter and a 16-bucket histogram), then /metrics "
+        "rendered again and again in text format with the render cache off. RSS per label set "
+        "is the RSS holding them over the same sidecar's RSS before.",
+        "",
+        table(
+            [
+                "label sets",
+                "lines",
+                "median ms",
+                "p95 ms",
+                "p99 ms",
+                "CPU ms/render",
+                "µs/line",
+                "RSS MiB",
+                "RSS after scrapes MiB",
+                "KB/label set",
+            ],
+            [
+                [
+                    f"{r['label_sets']:,.0f}",
+                    f"{r['lines']:,}",
+                    f"{r['render_ms']:.1f}",
+                    f"{r['render_p95_ms']:.1f}",
+                    f"{r['render_p99_ms']:.1f}",
+                    f"{r['render_cpu_ms']:.1f}",
+                    f"{r['us_per_line']:.2f}",
+                    f"{r['rss_mib']:.0f}",
+                    f"{r['rss_after_scrape_mib']:.0f}",
+                    f"{r['kb_per_label_set']:.1f}",
+                ]
+                for r in results["metrics"]
+            ],
+        ),
+        "",
+        "![/metrics scaling](img/performance/metrics_scaling.png)",
+        "",
+        "## The sidecar's footprint: what a pod's requests and limits come from",
+        "",
+        "The default configuration (host and engine collection every 2 s, both receivers on), "
+        f"RSS after 50 scrapes: **{results['footprint']['default_rss_mb']:.1f} MB** "
+        f"({results['footprint']['default_rss_mib']:.1f} MiB). CPU over "
+        f"{results['footprint']['idle_seconds']:g} s idle, then over "
+        f"{results['footprint']['seconds']:g} s at each rate, spans sent over OTLP/HTTP in "
+        "batches of up to 500, evenly spaced, as an engine's BatchSpanProcessor sends them.",
+        "",
+        table(
+            ["spans/s", "sent spans/s", "CPU millicores", "RSS MiB"],
+            [
+                [
+                    "idle" if p["rate"] == 0 else f"{p['rate']:,}",
+                    f"{p['sent_per_second']:,.0f}",
+                    f"{p['millicores']:.1f}",
+                    f"{p['rss_mib']:.1f}",
+                ]
+                for p in results["footprint"]["points"]
+            ],
+        ),
+        "",
+        "![footprint](img/performance/footprint.png)",
+        "",
+        "## The engine side: shim overhead with 1 and 8 threads, and export encoding",
+        "",
+        "A sync ccxt `fetch_ticker` with ccxt's HTTP session stubbed in memory, from 1 and "
+        "from 8 threads at once (each its own exchanges), uninstrumented, inside a bare "
+        "OpenTelemetry SDK span (the baseline), and instrumented by the shim; one "
+        "TracerProvider with a BatchSpanProcessor and a no-op exporter. CPU is the engine "
+        "process's, all threads, per call; times are each call's as its thread sees it.",
+        "",
+        table(
+            [
+                "threads",
+                "variant",
+                "median µs",
+                "p95 µs",
+                "p99 µs",
+                "CPU µs/call",
+                "CPU over uninstrumented µs",
+                "calls/s",
+            ],
+            [
+                [
+                    n,
+                    {"plain": "uninstrumented", "bare_span": "bare SDK span", "wrapped": "shim"}[k],
+                    f"{v['median_us']:.1f}",
+                    f"{v['p95_us']:.1f}",
+                    f"{v['p99_us']:.1f}",
+                    f"{v['cpu_us_per_call']:.1f}",
+                    f"{v['cpu_us_per_call'] - variants['plain']['cpu_us_per_call']:+.1f}",
+                    f"{v['calls_per_second']:,.0f}",
+                ]
+                for n, variants in results["shim"]["threads"].items()
+                for k, v in variants.items()
+            ],
+        ),
+        "",
+        "Export encoding, engine CPU per span (512-span batches of shim-shaped spans to OTLP "
+        "protobuf bytes): stock OpenTelemetry encoder "
+        f"{results['shim']['export']['stock_us_per_span']:.1f} µs"
+        + (
+            f"; tickscope's encoder {results['shim']['export']['fast_us_per_span']:.1f} µs."
+            if results["shim"]["export"]["fast_us_per_span"] is not None
+            else f"; tickscope's encoder: {results['shim']['export']['fast_note']}."
+        ),
+        "",
+        "![shim](img/performance/shim_scaling.png)",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def run(quick: bool, out: Path) -> dict[str, Any]:
+    started = time.monotonic()
+    results: dict[str, Any] = {"machine": machine(), "quick": quick}
+    if quick:
+        results["host"] = host_metrics(scrapes=40, collection_rounds=100)
+        results["ingest"] = bench_scaling.ingest_scaling(seconds=2.0, ceiling_seconds=1.0)
+        results["metrics"] = bench_scaling.metrics_scaling((100, 1000, 5000), rounds=3)
+        results["footprint"] = bench_scaling.footprint(idle_seconds=6.0, seconds=3.0)
+        results["shim"] = bench_scaling_shim.shim_scaling(calls=800, rounds=2, export_spans=5120)
+    else:
+        results["host"] = host_metrics(scrapes=200, collection_rounds=500)
+        results["ingest"] = bench_scaling.ingest_scaling()
+        results["metrics"] = bench_scaling.metrics_scaling()
+        results["footprint"] = bench_scaling.footprint()
+        results["shim"] = bench_scaling_shim.shim_scaling()
+    results["elapsed_s"] = time.monotonic() - started
+    results["goals"] = goals(results)
+    img = out / "img" / "performance"
+    results["plots"] = plots(results, img)
+    (out / "performance.md").write_text(markdown(results, quick))
+    (img / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short runs (about two minutes)")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs", help="default: docs/")
+    args = parser.parse_args()
+    results = run(args.quick, args.out)
+    for g in results["goals"]:
+        print(
+            f"{'met   ' if g['met'] else 'MISSED'} {g['goal']}: {g['measured']} (target {g['target']})"
+        )
+    print(
+        f"wrote {args.out / 'performance.md'} and {len(results['plots'])} plots in {results['elapsed_s']:.0f} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
