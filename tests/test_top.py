@@ -1,0 +1,508 @@
+"""`tickscope top`: the figures from two scrapes (exact, from fixture expositions), the
+frame as text at 80x24, `--once` against a live sidecar fed by the demo engine (compared with
+the /metrics bodies it read), and the live view in a real terminal (tmux: capture-pane,
+send-keys q, the terminal's modes restored)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from helpers.binaries import require_binary
+from helpers.demo_stack import ENGINE_MEMORY_LIMIT, DemoStack
+from helpers.sidecar import ROOT, http_get
+from tickscope.agent import topdata
+from tickscope.agent.top import View, metrics_url, render
+
+FIXTURES = ROOT / "tests" / "fixtures" / "top"
+
+
+def scrape(name: str) -> topdata.Scrape:
+    return topdata.parse_exposition((FIXTURES / name).read_text())
+
+
+@pytest.fixture(scope="module")
+def frame() -> topdata.Frame:
+    return topdata.compute(scrape("before.prom"), scrape("after.prom"), 2.0)
+
+
+# -- the figures ------------------------------------------------------------------
+
+
+def test_host_figures(frame: topdata.Frame) -> None:
+    h = frame.host
+    # CPU time in the window: idle 1.5 + 1.5, user 0.25, iowait 0.125, system 0.625 = 4 s.
+    assert (h.cpus, h.cpu_busy, h.cpu_iowait) == (2, 1 - 3.0 / 4.0, 0.125 / 4.0)
+    assert (h.load1, h.load5, h.load15) == (0.5, 0.25, 0.125)
+    assert h.mem_used_ratio == 0.75
+    # One line per device under its shortest mountpoint; a device_error filesystem left out.
+    assert h.disks == (
+        topdata.Disk("/", "/dev/sda1", 1000.0, 250.0),
+        topdata.Disk("/data", "/dev/sdb", 400.0, 100.0),
+    )
+    assert [d.used_ratio for d in h.disks] == [0.75, 0.75]
+    assert h.disk_io_busy == 1.5 / 2.0  # sdb, the busier: 1.5 s busy in 2 s
+
+
+def test_engine_figures(frame: topdata.Frame) -> None:
+    engine, hedger = frame.engines
+    assert engine == topdata.Engine(
+        name="engine",
+        up=True,
+        rss=256 * 2**20,
+        memory_limit=512 * 2**20,
+        cpu_cores=(0.5 + 0.25) / 2.0,
+        cpu_limit=0.5,
+        restarts=2.0,
+        restarts_delta=1.0,
+        threads=7.0,
+        open_fds=31.0,
+    )
+    assert (engine.memory_ratio, engine.cpu_ratio) == (0.5, 0.75)
+    assert (hedger.up, hedger.rss, hedger.cpu_cores, hedger.restarts, hedger.restarts_delta) == (
+        False,
+        None,
+        None,
+        3.0,
+        0.0,
+    )
+
+
+def test_span_and_sidecar_figures(frame: topdata.Frame) -> None:
+    assert frame.spans == topdata.Spans(
+        received_total=1120.0,
+        rejected_total=20.0,
+        received_per_s=(100 + 20) / 2.0,
+        accepted_per_s=(90 + 20) / 2.0,
+        rejected_per_s=10 / 2.0,
+        rejected_requests_per_s=1 / 2.0,
+        rejected_by_reason={"invalid_span": 20.0, "malformed": 3.0},
+    )
+    assert frame.sidecar == topdata.Sidecar(
+        version="9.9.9",
+        rss=50 * 2**20,  # the unlabelled process_* (the engine's OTLP one has job/instance)
+        cpu_cores=0.125 / 2.0,
+        queue=12.0,
+        queue_capacity=32768.0,
+        spanmetrics_series=9.0,
+        spanmetrics_limit=80.0,
+        metrics_series=63.0,
+        overflow_per_s=2.0,
+        forward_buffer=45.0,
+        forward_capacity=400.0,
+        forward_sent_per_s=40.0,
+        forward_dropped_per_s=3.0,
+        dropped_total=6.0,
+    )
+
+
+def test_calls_rates_errors_and_p99(frame: topdata.Frame) -> None:
+    ticker, balance, order = frame.calls  # by calls/s, the idle ones after
+    # fetch_ticker: 40 ok + 10 errors from a series new in the second scrape (counted from 0).
+    # Window buckets: ok 20/35/40/40 + errors 0/2/10/10 = 20/37/50/50; rank 0.99 * 50 = 49.5
+    # falls in (0.1, 1]: 0.1 + 0.9 * (49.5 - 37) / (50 - 37).
+    assert ticker == topdata.Call(
+        "binance", "fetch_ticker", 150.0, 25.0, 5.0, 0.2, 0.1 + (1.0 - 0.1) * 12.5 / 13
+    )
+    # fetch_balance went from 5 to 3: a reset, so the increase is 3; all in (0, 0.01].
+    rank = 0.99 * 3
+    assert balance == topdata.Call("kraken", "fetch_balance", 3.0, 1.5, 0.0, 0.0, 0.01 * rank / 3)
+    # No calls in the window: no error ratio and no p99, the total still shown.
+    assert order == topdata.Call("binance", "create_order", 50.0, 0.0, 0.0, None, None)
+    # strategy.step has no exchange: the engine's own code, not an API call.
+    assert {c.method for c in frame.calls} == {"fetch_ticker", "fetch_balance", "create_order"}
+
+
+def test_orders_rate_limits_and_market_data(frame: topdata.Frame) -> None:
+    assert frame.orders == (
+        topdata.Orders("accepted", 20.0, 2.5),
+        topdata.Orders("rejected", 1.0, 0.0),
+        topdata.Orders("error", 1.0, 0.5),  # new in the second scrape: from 0
+    )
+    assert frame.rate_limits == (
+        topdata.RateLimit("binance", 0.85, 5.0, 3.0),
+        topdata.RateLimit("kraken", None, 0.0, 0.0),
+    )
+    assert frame.streams == (  # the stalest first
+        topdata.Stream("ws", "binance", "watch_ticker", "ETH/USDT", 42.0, 0.0),
+        topdata.Stream("rest", "binance", "fetch_ticker", "BTC/USDT", 0.5, None),
+        topdata.Stream("ws", "binance", "watch_ticker", "BTC/USDT", 0.25, 10.0),
+    )
+
+
+def test_first_scrape_has_no_rates() -> None:
+    f = topdata.compute(None, scrape("after.prom"), None)
+    assert f.elapsed is None
+    assert (f.host.cpu_busy, f.host.disk_io_busy, f.engines[0].cpu_cores) == (None, None, None)
+    assert (f.spans.received_per_s, f.sidecar.forward_sent_per_s) == (None, None)
+    assert [(c.method, c.calls_per_s, c.error_ratio, c.p99) for c in f.calls] == [
+        ("fetch_ticker", None, None, None),
+        ("create_order", None, None, None),
+        ("fetch_balance", None, None, None),
+    ]  # by total when there are no rates
+    assert f.orders[0] == topdata.Orders("accepted", 20.0, None)
+    assert f.host.mem_used_ratio == 0.75  # gauges need one scrape
+
+
+INF = math.inf
+
+
+@pytest.mark.parametrize(
+    ("q", "buckets", "expected"),
+    [
+        # Prometheus's own cases (promql/testdata/histograms.test, cumulative buckets).
+        (0.5, [(0.1, 1), (0.2, 3), (INF, 4)], 0.1 + 0.1 * (2 - 1) / (3 - 1)),
+        (0.99, [(0.1, 1), (0.2, 3), (INF, 4)], 0.2),  # in +Inf: the highest finite bound
+        (0.25, [(1, 4), (INF, 4)], 0.25),  # the lowest bucket starts at 0
+        (0.5, [(-1, 2), (INF, 4)], -1),  # ... unless its bound is not above 0
+        (0.5, [(1, 0), (INF, 0)], None),  # no observations
+        (0.5, [(1, 3), (2, 5)], None),  # no +Inf bucket
+        (1.5, [(1, 3), (INF, 3)], INF),
+        (-0.5, [(1, 3), (INF, 3)], -INF),
+    ],
+)
+def test_histogram_quantile(
+    q: float, buckets: list[tuple[float, float]], expected: float | None
+) -> None:
+    assert topdata.histogram_quantile(q, buckets) == expected
+
+
+def test_alerts_firing_only_critical_first() -> None:
+    alerts = topdata.parse_alerts(json.loads((FIXTURES / "alerts.json").read_text()))
+    assert [(a.name, a.severity, a.summary) for a in alerts] == [
+        ("EngineDown", "critical", "engine is not running"),
+        ("Aardvark", "warning", ""),
+        ("ExchangeErrorRate", "warning", "binance errors 12% of calls"),
+    ]
+    with pytest.raises(ValueError, match="not a successful"):
+        topdata.parse_alerts({"status": "error", "error": "boom"})
+
+
+# -- the frame as text ------------------------------------------------------------
+
+FIXTURE_80X24 = """\
+tickscope top  http://127.0.0.1:9464  v9.9.9  every 2s  13:45:02  q quits
+host    cpu 25.0% of 2 (iowait 3.1%)  load 0.50 0.25 0.12  mem 75.0% of 8.0 GiB
+disk    / 75.0% (250 B free)  /data 75.0% (100 B free)  io busy 75.0%
+engine  up  rss 256.0 MiB/512.0 MiB (50.0%)  cpu 0.38/0.50 (75.0%)  restarts 2
+hedger  DOWN  restarts 3
+spans   60.0/s received  55.0/s accepted  5.0/s rejected  0.5/s bad requests
+refused invalid_span 20, malformed 3 since start  overflow 2.0/s
+sidecar rss 50.0 MiB  cpu 0.062  queue 12/32768  series 9/80  otlp series 63
+forward buffer 45/400  sent 40.0/s  dropped 3.0/s (6 since start)
+orders  accepted 20 (2.5/s)  rejected 1 (0.0/s)  error 1 (0.5/s)
+limits  binance used 85.0% hits 5 (+3)  kraken used - hits 0
+FIRING ALERTS            SEVERITY  SUMMARY
+EngineDown               critical  engine is not running
+Aardvark                 warning
+ExchangeErrorRate        warning   binance errors 12% of calls
+EXCHANGE     METHOD                  CALLS/S    ERR%       P99     TOTAL
+binance      fetch_ticker               25.0   20.0%   965.4ms       150
+kraken       fetch_balance               1.5    0.0%     9.9ms         3
+binance      create_order                0.0       -         -        50
+MARKET DATA  METHOD             SYMBOL               AGE   UPD/S
+ws binance   watch_ticker       ETH/USDT           42.0s     0.0
+rest binance fetch_ticker       BTC/USDT         500.0ms
+ws binance   watch_ticker       BTC/USDT         250.0ms    10.0"""
+
+
+def fixture_view(**kw: object) -> View:
+    view = View(url="http://127.0.0.1:9464", interval=2.0, clock="13:45:02")
+    for k, v in kw.items():
+        setattr(view, k, v)
+    return view
+
+
+def test_frame_at_80x24(frame: topdata.Frame) -> None:
+    alerts = topdata.parse_alerts(json.loads((FIXTURES / "alerts.json").read_text()))
+    view = fixture_view(prometheus="http://127.0.0.1:9090", alerts=alerts)
+    lines = render(frame, view, 80, 24).plain(80)
+    assert "\n".join(lines) == FIXTURE_80X24
+    assert len(lines) == 23
+
+
+def test_a_small_screen_shares_rows_and_says_how_many_are_left(frame: topdata.Frame) -> None:
+    lines = render(frame, fixture_view(), 80, 15).plain(80)
+    assert len(lines) == 15
+    # 4 lines left after the fixed ones: two headers, a row each (the last one "+N more").
+    assert lines[11:] == [
+        "EXCHANGE     METHOD                  CALLS/S    ERR%       P99     TOTAL",
+        "  +3 more",
+        "MARKET DATA  METHOD             SYMBOL               AGE   UPD/S",
+        "  +3 more",
+    ]
+
+
+def test_demo_exposition_fits_80x24_and_wider_shows_more() -> None:
+    """The demo engine's real /metrics (two scrapes 2 s apart): 24 lines of at most 80
+    columns; every row at 120x40; the rich texts cut to the width too."""
+    f = topdata.compute(scrape("demo-1.prom"), scrape("demo-2.prom"), 2.0)
+    alerts = topdata.parse_alerts(json.loads((FIXTURES / "alerts-one.json").read_text()))
+    view = fixture_view(prometheus="http://127.0.0.1:9090", alerts=alerts)
+    small = render(f, view, 80, 20)
+    lines = small.plain(80)
+    assert len(lines) == 20 and max(map(len, lines)) <= 80
+    assert [t.cell_len <= 80 for t in small.texts(80)] == [True] * 20
+    assert lines[3].startswith("engine  up  rss 124.6 MiB/512.0 MiB (24.3%)  cpu 0.03/0.50")
+    assert lines[9:] == [
+        "FIRING ALERTS            SEVERITY  SUMMARY",
+        "HostCpuBusy              warning   CPU busy above 90% on 127.0.0.1:33193",
+        "EXCHANGE     METHOD                  CALLS/S    ERR%       P99     TOTAL",
+        "binance      cancel_order               10.0    0.0%     2.0ms       130",
+        "binance      create_order                8.0    0.0%     2.0ms       135",
+        "binance      fetch_order_book            8.0    0.0%     2.0ms       134",
+        "  +4 more",
+        "MARKET DATA  METHOD             SYMBOL               AGE   UPD/S",
+        "ws binance   watch_ticker       ETH/USDT          93.2ms     0.0",
+        "ws binance   watch_ticker       BTC/USDT          93.2ms     0.0",
+        "  +2 more",
+    ]  # the 8 rows that fit shared out one at a time: calls 4, market data 3
+    big = render(f, view, 120, 40).plain(120)
+    assert len(big) == 24  # everything, with room to spare
+    assert not any("more" in line for line in big)
+
+
+def test_waiting_and_failed_scrape_frames(frame: topdata.Frame) -> None:
+    assert render(None, fixture_view(), 80, 24).plain() == [
+        "tickscope top  http://127.0.0.1:9464  every 2s  13:45:02  q quits",
+        "waiting for the first scrape...",
+    ]
+    failed = render(frame, fixture_view(error="connection refused"), 80, 24).plain()
+    assert failed[1] == "scrape failed: connection refused"  # the figures are the last ones
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://127.0.0.1:9464", "http://127.0.0.1:9464/metrics"),
+        ("127.0.0.1:9464", "http://127.0.0.1:9464/metrics"),
+        ("https://sidecar:9464/", "https://sidecar:9464/metrics"),
+        ("http://sidecar/prefix/metrics", "http://sidecar/prefix/metrics"),
+    ],
+)
+def test_metrics_url(url: str, expected: str) -> None:
+    assert metrics_url(url) == expected
+
+
+# -- against a live sidecar ---------------------------------------------------------
+
+
+def top_command() -> list[str]:
+    """`tickscope top` once the CLI has it, else the module's own entry point."""
+    from tickscope.agent import cli
+
+    parser = cli._parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if "top" in sub.choices:
+        return [sys.executable, "-m", "tickscope", "top"]
+    return [sys.executable, "-m", "tickscope.agent.top"]
+
+
+def clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKSCOPE_")}
+    env.pop("COLUMNS", None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoStack]:
+    binary = require_binary("prometheus")
+    with DemoStack(tmp_path_factory.mktemp("top"), prometheus_binary=binary) as s:
+        s.wait_ready(90)
+        yield s
+
+
+def families(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out.setdefault(s.name, []).append((dict(s.labels), float(s.value)))
+    return out
+
+
+def total(fams: dict[str, list[tuple[dict[str, str], float]]], name: str, **want: str) -> float:
+    return math.fsum(
+        v for labels, v in fams.get(name, []) if all(labels.get(k) == x for k, x in want.items())
+    )
+
+
+@pytest.mark.system
+def test_once_shows_the_figures_of_the_metrics_it_read(stack: DemoStack, tmp_path: Path) -> None:
+    assert stack.sidecar is not None
+    saved = tmp_path / "scrapes"
+    started = time.monotonic()
+    result = subprocess.run(
+        [
+            *top_command(),
+            stack.sidecar.url,
+            "--once",
+            "--interval",
+            "1",
+            "--prometheus",
+            stack.prometheus.url,
+            "--save-scrapes",
+            str(saved),
+        ],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+    took = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.splitlines()
+    assert out[0].startswith(f"tickscope top  {stack.sidecar.url}  v")
+    assert 1.0 <= took < 15, took
+    first = families((saved / "1.prom").read_text())
+    second = families((saved / "2.prom").read_text())
+    elapsed = float(json.loads((saved / "times.json").read_text())["elapsed"])
+    assert 1.0 <= elapsed < 3.0
+
+    def rate(name: str, **want: str) -> float:
+        return (total(second, name, **want) - total(first, name, **want)) / elapsed
+
+    # Each figure, worked out here from the two bodies top read.
+    received = rate("tickscope_receiver_received_spans_total")
+    accepted = rate("tickscope_receiver_accepted_spans_total")
+    spans = f"spans   {received:.1f}/s received  {accepted:.1f}/s accepted  0.0/s rejected  "
+    assert any(line.startswith(spans) for line in out), out
+    rss = total(second, "engine_process_resident_memory_bytes", process="engine") / 2**20
+    limit = int(ENGINE_MEMORY_LIMIT) / 2**20
+    engine = next(line for line in out if line.startswith("engine  up  "))
+    assert engine.startswith(f"engine  up  rss {rss:.1f} MiB/{limit:.1f} MiB (")
+    cores = rate("engine_process_cpu_seconds_total", process="engine")
+    assert f"  cpu {cores:.2f}/0.50 (" in engine
+    capacity = total(second, "tickscope_pipeline_queue_capacity_spans")
+    series = total(second, "tickscope_spanmetrics_series")
+    assert (
+        f"queue {total(second, 'tickscope_pipeline_queue_spans'):.0f}/{capacity:.0f}"
+        in "\n".join(out)
+    )
+    assert f"series {series:.0f}/80" in "\n".join(out)
+    accepted_orders = total(second, "trading_orders_total", outcome="accepted")
+    assert any(
+        line.startswith(
+            f"orders  accepted {accepted_orders:.0f} "
+            f"({rate('trading_orders_total', outcome='accepted'):.1f}/s)"
+        )
+        for line in out
+    )
+    methods = {
+        labels["method"]
+        for labels, _ in second["traces_span_metrics_calls_total"]
+        if labels.get("exchange")
+    }
+    assert {"fetch_order_book", "create_order", "cancel_order"} <= methods
+    for method in methods:
+        calls = rate("traces_span_metrics_calls_total", exchange="binance", method=method)
+        count = total(second, "traces_span_metrics_calls_total", exchange="binance", method=method)
+        row = next(line for line in out if line.startswith(f"binance      {method} "))
+        assert row.split()[2] == f"{calls:.1f}", row
+        assert row.split()[-1] == f"{count:.0f}", row
+    assert "FIRING ALERTS" in "\n".join(out)
+    streams = [line for line in out if line.startswith("ws binance   watch_ticker")]
+    assert len(streams) == 2, out
+    # The stable figures are the sidecar's now, too.
+    now = families(http_get(stack.sidecar.url + "/metrics").text)
+    assert total(now, "engine_container_memory_limit_bytes") == int(ENGINE_MEMORY_LIMIT)
+    assert total(now, "tickscope_pipeline_queue_capacity_spans") == capacity
+
+
+def test_once_against_nothing_says_so_and_exits_1(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*top_command(), "http://127.0.0.1:9", "--once", "--interval", "0.1"],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith(
+        "tickscope top: cannot read /metrics: http://127.0.0.1:9/metrics: "
+    ), result.stderr
+
+
+class Tmux:
+    """A private tmux server (its own socket, no user config) running one command."""
+
+    def __init__(self, directory: Path) -> None:
+        self.binary = require_binary("tmux")
+        self.socket = directory / "tmux.sock"
+
+    def __call__(self, *args: str) -> str:
+        result = subprocess.run(
+            [self.binary, "-S", str(self.socket), "-f", "/dev/null", *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            env=clean_env(),
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def capture(self) -> list[str]:
+        return self("capture-pane", "-p", "-t", "top").split("\n")[:-1]
+
+    def kill(self) -> None:
+        subprocess.run(
+            [self.binary, "-S", str(self.socket), "kill-server"],
+            capture_output=True,
+            timeout=10,
+        )
+
+
+@pytest.mark.system
+def test_live_view_in_an_80x24_terminal_and_q_quits(stack: DemoStack, tmp_path: Path) -> None:
+    assert stack.sidecar is not None
+    tmux = Tmux(tmp_path)
+    rc, modes = tmp_path / "rc", tmp_path / "stty"
+    top = shlex.join([*top_command(), stack.sidecar.url, "--interval", "0.5"])
+    script = f"cd {shlex.quote(str(ROOT))} && {top}; echo $? > {rc}; stty -a > {modes}"
+    tmux("new-session", "-d", "-s", "top", "-x", "80", "-y", "24", "sh", "-c", script)
+    try:
+        deadline = time.monotonic() + 30
+        screen: list[str] = []
+        while time.monotonic() < deadline:
+            screen = tmux.capture()
+            # The second frame has rates: a calls/s figure in the cancel_order row.
+            row = [line for line in screen if line.startswith("binance      cancel_order ")]
+            if row and row[0].split()[2] != "-":
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("no frame with rates within 30s:\n" + "\n".join(screen))
+        assert len(screen) == 24 and max(map(len, screen)) <= 80, screen
+        text = "\n".join(screen)
+        assert screen[0].startswith(f"tickscope top  {stack.sidecar.url}  v"), text
+        for figure in ("host    cpu ", "engine  up  rss ", "/512.0 MiB (", "spans   ", "orders  "):
+            assert figure in text, text
+        assert "EXCHANGE     METHOD" in text and "MARKET DATA" in text, text
+        assert tmux("display-message", "-p", "-t", "top", "#{alternate_on}").strip() == "1"
+        tmux("send-keys", "-t", "top", "q")
+        deadline = time.monotonic() + 10
+        while not (rc.exists() and modes.exists() and modes.stat().st_size):
+            assert time.monotonic() < deadline, "top did not quit on q:\n" + "\n".join(
+                tmux.capture()
+            )
+            time.sleep(0.1)
+        assert rc.read_text().strip() == "0"
+        # cbreak undone: the line discipline echoes and edits lines again.
+        flags = modes.read_text().split()
+        assert "icanon" in flags and "echo" in flags, flags
+    finally:
+        tmux.kill()
