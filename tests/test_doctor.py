@@ -67,21 +67,31 @@ def test_reachable() -> None:
     )
 
 
+FIRST = "first collection not done yet"
+
+
 def test_ready() -> None:
     ready = {"status": "ready", "checks": [{"name": "a", "ready": True}]}
     assert doctor.check_ready(ready) == Result("sidecar ready", OK, "ready (1 checks pass)")
-    not_ready = {
+    not_ready: dict[str, Any] = {
         "status": "not ready",
         "checks": [
             {"name": "admin_server", "ready": True},
             {"name": "engine:bot", "ready": False, "reason": "engine process 'bot' not running"},
         ],
     }
+    starting = {
+        "status": "not ready",
+        "checks": [{"name": "collector:host", "ready": False, "reason": FIRST}],
+    }
+    assert doctor.check_ready(starting).detail == "starting: collector:host"
+    assert doctor.check_ready(starting).verdict == WARN
+    not_ready["checks"].append({"name": "collector:host", "ready": False, "reason": FIRST})
     result = doctor.check_ready(not_ready)
     assert (result.verdict, result.detail, result.notes) == (
         FAIL,
-        "not ready: engine:bot",
-        ("engine:bot: engine process 'bot' not running",),
+        "not ready: engine:bot, collector:host",
+        ("engine:bot: engine process 'bot' not running", f"collector:host: {FIRST}"),
     )
 
 
@@ -553,13 +563,23 @@ def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alertmana
 
 @contextlib.contextmanager
 def prometheus(
-    directory: Path, targets: list[str], alertmanager: Alertmanager, with_rules: bool
+    directory: Path,
+    targets: list[str],
+    alertmanager: Alertmanager,
+    with_rules: bool,
+    broken: dict[str, str] | None = None,
 ) -> Iterator[Prometheus]:
+    """Prometheus scraping `targets` with the shipped rules (or none), an alert's
+    expression replaced where `broken` says."""
     rules = directory / "rules"
     rules.mkdir()
     if with_rules:
         for path in (ROOT / "alert-rules").glob("*.rules.yml"):
-            (rules / path.name).write_text(path.read_text())
+            document = yaml.safe_load(path.read_text())
+            for group in document["groups"]:
+                for rule in group["rules"]:
+                    rule["expr"] = (broken or {}).get(rule.get("alert"), rule["expr"])
+            (rules / path.name).write_text(yaml.safe_dump(document, sort_keys=False))
     prom = Prometheus(
         require_binary("prometheus"),
         directory,
@@ -652,3 +672,29 @@ def test_prometheus_down(start_sidecar: StartSidecar) -> None:
     results = doctor.run_checks(options(sidecar, prometheus=url))
     assert verdicts(results[-1:]) == [("prometheus reachable", FAIL)]
     assert doctor.exit_code(results) == 2
+
+
+def test_prometheus_rule_failing_to_evaluate(
+    start_sidecar: StartSidecar, tmp_path: Path, alertmanager: Alertmanager
+) -> None:
+    sidecar = start_sidecar()
+    # Dropping the metric name leaves two series with one label set: a runtime error
+    # ("vector cannot contain metrics with the same labelset") at every evaluation.
+    broken = {"TickscopeDown": '{__name__=~"up|scrape_samples_scraped"} * 1 > 0'}
+    target = [f"127.0.0.1:{sidecar.port}"]
+    with prometheus(tmp_path, target, alertmanager, True, broken) as prom:
+        _until_scraped(prom, sidecar)
+        prom.wait(
+            lambda: any(
+                r.get("health") == "err"
+                for g in prom.get("/api/v1/rules")["data"]["groups"]
+                for r in g["rules"]
+            ),
+            30,
+            "the broken rule evaluated",
+        )
+        results = doctor.run_checks(options(sidecar, prometheus=prom.url))
+    tail = results[-4:]
+    assert verdicts(tail) == list(zip(PROM_CHECKS, [OK, OK, FAIL, OK], strict=True))
+    assert tail[2].detail == "1 rules fail to evaluate: TickscopeDown"
+    assert tail[2].notes == ("TickscopeDown: vector cannot contain metrics with the same labelset",)

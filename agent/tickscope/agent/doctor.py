@@ -10,7 +10,6 @@ exchange clock measured). Exit code 0 (all ok or skipped), 1 (warnings), 2 (fail
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import os
 import re
@@ -206,6 +205,15 @@ def check_ready(readyz: Mapping[str, Any]) -> Result:
     if readyz.get("status") == "ready" and not failing:
         return Result(name, OK, f"ready ({len(checks)} checks pass)")
     notes = tuple(f"{c.get('name')}: {c.get('reason') or 'not ready'}" for c in failing)
+    if failing and all("first collection not done yet" in str(c.get("reason")) for c in failing):
+        return Result(
+            name,
+            WARN,
+            "starting: " + ", ".join(str(c.get("name")) for c in failing),
+            "the first collections run within a collection interval of startup: run the "
+            "doctor again in a few seconds",
+            notes,
+        )
     return Result(
         name,
         FAIL,
@@ -250,6 +258,8 @@ def near_matches(
 ) -> list[ProcessInfo]:
     """The processes whose name or a command-line word nearly matches the configured
     process name or command-line pattern (`match`, as the status JSON describes it)."""
+    import difflib
+
     needle = _needle(match)
     if needle is None:
         return []
