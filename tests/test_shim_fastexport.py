@@ -253,6 +253,33 @@ def test_batch_sizes_and_lengths_across_varint_boundaries(size: int) -> None:
     assert fast_encoder().encode([]) == stock_bytes([]) == b""
 
 
+def test_the_string_cache_pauses_for_values_that_do_not_recur_and_comes_back() -> None:
+    provider = TracerProvider(resource=Resource.create({"service.name": "svc"}))
+    memory = finished(provider)
+    tracer = provider.get_tracer("t")
+    encoder = fast_encoder()
+    paused = []
+    for batch in range(12):
+        memory.clear()
+        for i in range(512):
+            # Unique order ids: the cache fills without a hit, then pauses.
+            tracer.start_span("o", attributes={"order.id": f"{batch}-{i}"}).end()
+        spans = list(memory.get_finished_spans())
+        assert encoder.encode(spans) == stock_bytes(spans)
+        paused.append(encoder._paused > 0)
+    # 4096 entries, no hit: full at the 4097th span (batch 8), paused from there.
+    assert paused == [False] * 8 + [True] * 4
+    encoder._paused = 1
+    memory.clear()
+    for _ in range(300):
+        tracer.start_span("o", attributes={"exchange.id": "binance"}).end()
+    spans = list(memory.get_finished_spans())
+    for _ in range(3):
+        assert encoder.encode(spans) == stock_bytes(spans)
+    assert not encoder._paused
+    assert list(encoder._strings) == [("exchange.id", "binance")]
+
+
 class _OddSpan(ReadableSpan):
     @property
     def name(self) -> str:

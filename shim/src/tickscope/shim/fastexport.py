@@ -44,6 +44,7 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
@@ -68,7 +69,8 @@ _FLAGS_REMOTE = b"\x85\x01" + _pack_i(0x300)
 _LINK_FLAGS_LOCAL = b"\x35" + _pack_i(0x100)
 _LINK_FLAGS_REMOTE = b"\x35" + _pack_i(0x300)
 _EMPTY_STATUS = b"\x7a\x00"
-_CACHE_LIMIT = 8192
+_CACHE_LIMIT = 4096
+_PAUSE_BATCHES = 64
 
 
 class Unhandled(Exception):
@@ -133,10 +135,18 @@ def _key_value(key: str, value: Any) -> bytes:
     return _field(b"\x12", body)
 
 
+def _items(attributes: Any) -> Any:
+    """The (key, value) pairs; of an SDK BoundedAttributes, from its dict (the
+    Mapping mixin's items() costs a Python call per key)."""
+    if type(attributes) is BoundedAttributes:
+        return attributes._dict.items()
+    return attributes.items()
+
+
 def _attributes(tag: bytes, attributes: Any) -> bytes:
     if not attributes:
         return b""
-    return b"".join([_field(tag, _key_value(k, v)) for k, v in attributes.items()])
+    return b"".join([_field(tag, _key_value(k, v)) for k, v in _items(attributes)])
 
 
 def _span_id(value: int) -> bytes:
@@ -149,13 +159,13 @@ class SpanEncoder:
     def __init__(self, stock_span: Callable[[ReadableSpan], Any] | None = None) -> None:
         # The stock per-span encoder, for the spans this one leaves to it.
         self._stock_span = stock_span
-        # (key, value) -> the span attribute field's bytes, one dict per value type
-        # (True == 1 == 1.0 would share a key otherwise). Floats are not cached:
-        # 0.0 == -0.0, and they rarely repeat.
-        self._str: dict[tuple[str, str], bytes] = {}
-        self._int: dict[tuple[str, int], bytes] = {}
-        self._bool: dict[tuple[str, bool], bytes] = {}
+        # attribute key -> its KeyValue.key field (tag, length, UTF-8).
         self._keys: dict[str, bytes] = {}
+        # (key, str value) -> the whole span attribute field, for the values that
+        # recur (exchange, method, symbol, host); paused when they do not (_refill).
+        self._strings: dict[tuple[str, str], bytes] = {}
+        self._hits = 0
+        self._paused = 0
         # id(object) -> (object, encoded field): the resource and the scopes.
         self._resources: dict[int, tuple[Any, bytes]] = {}
         self._scopes: dict[int, tuple[Any, bytes]] = {}
@@ -164,59 +174,76 @@ class SpanEncoder:
     # -- attributes -------------------------------------------------------------
 
     def _span_attributes(self, attributes: Any) -> bytes:
-        """The span's attribute fields (tag 9), from the caches where they recur."""
+        """The span's attribute fields (tag 9). The key's field is cached (keys
+        recur); the value is written inline for the common types."""
         out: list[bytes] = []
         append = out.append
-        str_cache = self._str
-        int_cache = self._int
-        for key, value in attributes.items():
+        keys = self._keys
+        strings: dict[tuple[str, str], bytes] | None = None if self._paused else self._strings
+        hits = 0
+        for key, value in _items(attributes):
+            prefix = keys.get(key)
+            if prefix is None:
+                if type(key) is not str or not key:
+                    append(_field(b"\x4a", _key_value(key, value)))
+                    continue
+                prefix = _field(b"\x0a", key.encode())
+                if len(keys) >= _CACHE_LIMIT:
+                    keys.clear()
+                keys[key] = prefix
             cls = type(value)
             if cls is str:
-                pair = (key, value)
-                encoded = str_cache.get(pair)
-                if encoded is None:
-                    encoded = _field(b"\x4a", _key_value(key, value))
-                    if len(str_cache) >= _CACHE_LIMIT:
-                        str_cache.clear()
-                    str_cache[pair] = encoded
-            elif cls is int:
-                ipair = (key, value)
-                encoded = int_cache.get(ipair)
-                if encoded is None:
-                    encoded = _field(b"\x4a", _key_value(key, value))
-                    if len(int_cache) >= _CACHE_LIMIT:
-                        int_cache.clear()
-                    int_cache[ipair] = encoded
-            elif cls is float:
-                prefix = self._keys.get(key)
-                if prefix is None:
-                    if type(key) is not str or not key:
-                        encoded = _field(b"\x4a", _key_value(key, value))
-                        append(encoded)
+                if strings is not None:
+                    pair = (key, value)
+                    cached = strings.get(pair)
+                    if cached is not None:
+                        hits += 1
+                        append(cached)
                         continue
-                    kb = key.encode()
-                    # KeyValue length = key field + 11 (value tag, length 9, double tag, 8 bytes).
-                    prefix = (
-                        b"\x4a"
-                        + _varint(len(kb) + len(_varint(len(kb))) + 12)
-                        + _field(b"\x0a", kb)
-                    )
-                    if len(self._keys) >= _CACHE_LIMIT:
-                        self._keys.clear()
-                    self._keys[key] = prefix
-                encoded = prefix + b"\x12\x09\x21" + _pack_d(value)
+                encoded = value.encode()
+                n = len(encoded)
+                if n < 126:
+                    body = prefix + b"\x12" + _ONE[n + 2] + b"\x0a" + _ONE[n] + encoded
+                else:
+                    body = prefix + _field(b"\x12", _field(b"\x0a", encoded))
+                n = len(body)
+                field = b"\x4a" + (_ONE[n] if n < 0x80 else _varint(n)) + body
+                if strings is not None:
+                    if len(strings) >= _CACHE_LIMIT:
+                        strings = self._refill(hits)
+                        hits = 0
+                    if strings is not None:
+                        strings[pair] = field
+                append(field)
+                continue
+            elif cls is float:
+                body = prefix + b"\x12\x09\x21" + _pack_d(value)
+            elif cls is int and _INT64_MIN <= value <= _INT64_MAX:
+                if 0 <= value < 0x80:
+                    body = prefix + b"\x12\x02\x18" + _ONE[value]
+                else:
+                    varint = _varint(value & _U64)
+                    body = prefix + b"\x12" + _ONE[len(varint) + 1] + b"\x18" + varint
             elif cls is bool:
-                bpair = (key, value)
-                encoded = self._bool.get(bpair)
-                if encoded is None:
-                    encoded = _field(b"\x4a", _key_value(key, value))
-                    if len(self._bool) >= _CACHE_LIMIT:
-                        self._bool.clear()
-                    self._bool[bpair] = encoded
+                body = prefix + (b"\x12\x02\x10\x01" if value else b"\x12\x02\x10\x00")
             else:
-                encoded = _field(b"\x4a", _key_value(key, value))
-            append(encoded)
+                body = prefix + _field(b"\x12", _any_value(value))
+            n = len(body)
+            append(b"\x4a" + (_ONE[n] if n < 0x80 else _varint(n)) + body)
+        self._hits += hits
         return b"".join(out)
+
+    def _refill(self, hits: int) -> dict[tuple[str, str], bytes] | None:
+        """The string cache is full: start it again, or, when it was hit less
+        than once per entry since it was last started (values that do not
+        recur: order ids, free text), stop using it for _PAUSE_BATCHES batches."""
+        self._strings.clear()
+        if self._hits + hits < _CACHE_LIMIT:
+            self._paused = _PAUSE_BATCHES
+            self._hits = 0
+            return None
+        self._hits = -hits
+        return self._strings
 
     # -- spans ------------------------------------------------------------------
 
@@ -355,6 +382,8 @@ class SpanEncoder:
         # Grouped as the stock encoder groups them (dicts keyed by resource, then
         # scope, by equality, in first-seen order), but looked up by identity: the
         # SDK's Resource hashes a JSON dump of its attributes.
+        if self._paused:
+            self._paused -= 1
         groups: list[tuple[Any, list[tuple[Any, list[bytes]]], dict[int, list[bytes]]]] = []
         by_resource: dict[
             int, tuple[Any, list[tuple[Any, list[bytes]]], dict[int, list[bytes]]]
