@@ -218,19 +218,28 @@ def test_rejections() -> None:
     assert doctor.check_rejections(clean) == Result(
         "rejected or dropped", OK, "none since the sidecar started"
     )
-    bad = doctor.check_rejections(
-        samples(
-            'tickscope_receiver_rejected_spans_total{reason="invalid_span",receiver="otlp_http"} 2\n'
-            'tickscope_receiver_rejected_spans_total{reason="invalid_span",receiver="otlp_grpc"} 1\n'
-            'tickscope_receiver_rejected_requests_total{reason="malformed",receiver="otlp_http"} 4\n'
-            'tickscope_forward_dropped_spans_total{reason="buffer_full"} 10\n'
-        )
+    text = (
+        'tickscope_receiver_rejected_spans_total{{reason="invalid_span",receiver="otlp_http"}} 2\n'
+        'tickscope_receiver_rejected_spans_total{{reason="invalid_span",receiver="otlp_grpc"}} 1\n'
+        'tickscope_receiver_rejected_requests_total{{reason="malformed",receiver="otlp_http"}} 4\n'
+        'tickscope_forward_dropped_spans_total{{reason="buffer_full"}} {}\n'
     )
+    bad = doctor.check_rejections(samples(text.format(10)))
     assert (bad.verdict, bad.detail) == (
         WARN,
         "17 since the sidecar started: 3 invalid_span, 4 malformed, 10 buffer_full",
     )
     assert bad.notes[2].startswith("10 spans not forwarded (buffer_full): the forward upstream")
+    rising = doctor.check_rejections(samples(text.format(10)), samples(text.format(4)), 2.0)
+    assert rising.detail.endswith("; still rising")
+    assert rising.notes[2].startswith("10 spans not forwarded (buffer_full, 6 in the last 2s): ")
+    assert rising.notes[0].startswith("3 spans rejected (invalid_span): ")
+    past = doctor.check_rejections(samples(text.format(10)), samples(text.format(10)), 2.0)
+    assert (past.verdict, past.detail) == (
+        WARN,
+        "17 since the sidecar started: 3 invalid_span, 4 malformed, 10 buffer_full; "
+        "none in the watch window",
+    )
 
 
 def test_cardinality() -> None:
@@ -698,3 +707,24 @@ def test_prometheus_rule_failing_to_evaluate(
     assert verdicts(tail) == list(zip(PROM_CHECKS, [OK, OK, FAIL, OK], strict=True))
     assert tail[2].detail == "1 rules fail to evaluate: TickscopeDown"
     assert tail[2].notes == ("TickscopeDown: vector cannot contain metrics with the same labelset",)
+
+
+def test_rejected_requests_named_with_their_reason(start_sidecar: StartSidecar) -> None:
+    sidecar = start_sidecar()
+    answer = http_post(
+        sidecar.otlp_http_url + "/v1/traces",
+        b"\xff\xff not OTLP",
+        {"Content-Type": "application/x-protobuf"},
+    )
+    assert answer.status == 400
+    results = doctor.run_checks(options(sidecar))
+    found = by_check(results)["rejected or dropped"]
+    assert (found.verdict, found.detail) == (
+        WARN,
+        "1 since the sidecar started: 1 malformed; none in the watch window",
+    )
+    assert found.notes == (
+        "1 requests rejected (malformed): a client sends bodies that are not OTLP; "
+        "the sidecar's log names the peer",
+    )
+    assert doctor.exit_code(results) == 1

@@ -438,40 +438,66 @@ _REASON_FIXES = {
     "buffer_full": "the forward upstream (forward.endpoint) is down or slow: fix it or raise "
     "forward.buffer_spans",
     "shutdown": "spans still queued at a shutdown: harmless after a restart",
+    "invalid_value": "a client sends metric points with impossible values (a negative "
+    "count, NaN in a sum)",
+    "invalid_buckets": "a client sends histograms whose bucket counts do not add up",
+    "invalid_name": "a metric name with no valid Prometheus form",
+    "name_conflict": "two metrics map to one Prometheus name with different types",
+    "out_of_order": "a cumulative series went back in time: two exporters share a "
+    "service.instance.id",
+    "cardinality_limit": "past metrics.max_series_per_metric: see the cardinality check",
 }
 
 
-def check_rejections(samples: Samples) -> Result:
-    name = "rejected or dropped"
-    found: list[tuple[str, str, float]] = []  # (what, reason, count)
-    for metric, what in (
-        ("tickscope_receiver_rejected_spans_total", "spans rejected"),
-        ("tickscope_receiver_rejected_requests_total", "requests rejected"),
-        ("tickscope_receiver_rejected_points_total", "metric points rejected"),
-        ("tickscope_pipeline_dropped_spans_total", "spans dropped by the pipeline"),
-        ("tickscope_forward_dropped_spans_total", "spans not forwarded"),
-    ):
+_DROPS = (
+    ("tickscope_receiver_rejected_spans_total", "spans rejected"),
+    ("tickscope_receiver_rejected_requests_total", "requests rejected"),
+    ("tickscope_receiver_rejected_points_total", "metric points rejected"),
+    ("tickscope_pipeline_dropped_spans_total", "spans dropped by the pipeline"),
+    ("tickscope_forward_dropped_spans_total", "spans not forwarded"),
+)
+
+
+def _drops(samples: Samples) -> dict[tuple[str, str], float]:
+    """(what, reason) -> count since the sidecar started."""
+    found: dict[tuple[str, str], float] = {}
+    for metric, what in _DROPS:
         for (reason,), count in sorted(_by(samples, metric, "reason").items()):
             if count > 0:
-                found.append((what, reason or "unknown", count))
+                found[(what, reason or "unknown")] = count
     failed = _total(samples, "tickscope_spanstream_failed_spans_total")
     if failed > 0:
-        found.append(("spans the span stream failed", "failed", failed))
+        found[("spans the span stream failed", "failed")] = failed
+    return found
+
+
+def check_rejections(
+    samples: Samples, before: Samples | None = None, window: float | None = None
+) -> Result:
+    """Counts since the sidecar started, each marked when it rose between `before`
+    and `samples` (the doctor's watch window)."""
+    name = "rejected or dropped"
+    found = _drops(samples)
     if not found:
         return Result(name, OK, "none since the sidecar started")
-    notes = tuple(
-        f"{_n(c)} {what} ({reason}): {_REASON_FIXES.get(reason, 'see the sidecar log')}"
-        for what, reason, c in found
+    earlier = _drops(before) if before is not None else {}
+    rising = {k: c - earlier.get(k, 0.0) for k, c in found.items() if c > earlier.get(k, 0.0)}
+    notes = []
+    for (what, reason), c in found.items():
+        now = (
+            f", {_n(rising[(what, reason)])} in the last {window:g}s"
+            if (what, reason) in rising and before is not None and window is not None
+            else ""
+        )
+        fix = _REASON_FIXES.get(reason, "see the sidecar log")
+        notes.append(f"{_n(c)} {what} ({reason}{now}): {fix}")
+    total = sum(found.values())
+    detail = f"{_n(total)} since the sidecar started: " + ", ".join(
+        f"{_n(c)} {reason}" for (_, reason), c in found.items()
     )
-    total = sum(c for _, _, c in found)
-    return Result(
-        name,
-        WARN,
-        f"{_n(total)} since the sidecar started: "
-        + ", ".join(f"{_n(c)} {reason}" for _, reason, c in found),
-        "per reason below",
-        notes,
-    )
+    if before is not None:
+        detail += "; still rising" if rising else "; none in the watch window"
+    return Result(name, WARN, detail, "per reason below", tuple(notes))
 
 
 def check_cardinality(samples: Samples, near: float = 0.8) -> Result:
@@ -848,7 +874,7 @@ def _sidecar_checks(opts: Options) -> list[Result]:
     results.append(check_receiver(status, probe))
     results.append(check_arrivals(before, after, round(window, 1)))
     results.append(check_versions(after))
-    results.append(check_rejections(after))
+    results.append(check_rejections(after, before, round(window, 1)))
     results.append(check_cardinality(after))
     results.append(check_clock_skew(after))
     return results
