@@ -3,6 +3,7 @@ its fallbacks, the stock exporter's posting semantics, and a real sidecar."""
 
 from __future__ import annotations
 
+import enum
 import gzip
 import http.server
 import logging
@@ -35,6 +36,15 @@ from tickscope.shim import export, fastexport
 
 BASE = 1_700_000_000_000_000_000
 
+
+class Side(enum.StrEnum):
+    BUY = "buy"
+
+
+class Weight(enum.IntEnum):
+    HEAVY = 20
+
+
 EVERY_VALUE: dict[str, Any] = {
     "s": "binance",
     "s.empty": "",
@@ -64,6 +74,9 @@ EVERY_VALUE: dict[str, Any] = {
     "a.none": ("a", None, "b"),
     "a.empty": (),
     "a.long": tuple(range(200)),
+    "enum.str": Side.BUY,
+    "enum.int": Weight.HEAVY,
+    "a.enum": (Side.BUY, Side.BUY),
 }
 
 
@@ -143,10 +156,39 @@ def span_table() -> list[ReadableSpan]:
     other.start_span("other.resource", attributes={"s": "kraken"}).end()
     provider_a2.get_tracer("tickscope.tests").start_span("equal.resource").end()
     plain.start_span("after.other", attributes={"s": "binance"}).end()
+    # Limits of 0 (everything dropped, counts kept) and event/link attribute limits.
+    provider_z = TracerProvider(
+        resource=resource_a,
+        span_limits=SpanLimits(
+            max_span_attributes=0,
+            max_events=0,
+            max_links=0,
+            max_event_attributes=1,
+            max_link_attributes=1,
+        ),
+    )
+    memory_z = finished(provider_z)
+    zero = provider_z.get_tracer("tickscope.tests")
+    span = zero.start_span(
+        "limits.zero", attributes={"a": 1, "b": 2}, links=[Link(remote(0x5, 0x6), {"x": 1})]
+    )
+    span.add_event("gone", {"a": 1})
+    span.end()
+    provider_y = TracerProvider(
+        resource=resource_a,
+        span_limits=SpanLimits(max_event_attributes=1, max_link_attributes=1),
+    )
+    memory_y = finished(provider_y)
+    span = provider_y.get_tracer("tickscope.tests").start_span(
+        "limits.one", links=[Link(remote(0x5, 0x6), {"x": 1, "y": 2, "z": 3})]
+    )
+    span.add_event("kept", {"a": 1, "b": 2})
+    span.end()
     spans: list[ReadableSpan] = []
     a, b, a2 = (list(m.get_finished_spans()) for m in (memory_a, memory_b, memory_a2))
     # Interleaved, so the grouping's first-seen order matters.
     spans = a[:4] + b + a[4:8] + a2 + a[8:]
+    spans += list(memory_z.get_finished_spans()) + list(memory_y.get_finished_spans())
     # Hand-made ReadableSpans: no resource scope, no parent, no end time, unset status.
     spans.append(
         ReadableSpan(
@@ -171,7 +213,7 @@ def span_table() -> list[ReadableSpan]:
             instrumentation_scope=InstrumentationScope("hand", None, None, {"q": 1.5}),
         )
     )
-    for provider in (provider_a, provider_b, provider_a2):
+    for provider in (provider_a, provider_b, provider_a2, provider_z, provider_y):
         provider.shutdown()
     return spans
 
@@ -193,7 +235,7 @@ def fast_encoder() -> fastexport.SpanEncoder:
 
 def test_the_table_encodes_byte_for_byte_as_the_stock_encoder() -> None:
     spans = span_table()
-    assert len(spans) == 17
+    assert len(spans) == 19
     stock = stock_bytes(spans)
     encoder = fast_encoder()
     fast = encoder.encode(spans)
@@ -238,6 +280,13 @@ def test_the_table_encodes_byte_for_byte_as_the_stock_encoder() -> None:
         "message": "InsufficientFunds: balance",
     }
     assert len(by_name["every.value"]["attributes"]) == len(EVERY_VALUE)
+    zero = by_name["limits.zero"]
+    assert (zero["dropped_attributes_count"], zero["dropped_events_count"]) == (2, 1)
+    assert zero["dropped_links_count"] == 1
+    assert "attributes" not in zero and "events" not in zero and "links" not in zero
+    one = by_name["limits.one"]
+    assert one["events"][0]["dropped_attributes_count"] == 1
+    assert one["links"][0]["dropped_attributes_count"] == 2
 
 
 @pytest.mark.parametrize("size", [1, 2, 127, 128, 1000])

@@ -3,38 +3,48 @@
 The stock exporter (opentelemetry.exporter.otlp.proto.http.trace_exporter) builds
 a protobuf message object per span, attribute, value, event and link, then
 serialises the tree: most of the engine's CPU per exported span. This one writes
-the protobuf wire format directly from the finished spans, with the encoded
-bytes of the (key, value) attribute pairs that recur (exchange, method, symbol,
-status code ...) kept in a bounded cache, and the resource and scopes encoded
-once. The output is byte-for-byte what the stock encoder serialises (fields in
-field-number order, the same defaults left out, the same grouping by resource
-and scope in first-seen order); tests/test_shim_fastexport.py decodes both and
-compares every field, and compares the bytes.
+the protobuf wire format directly from the finished spans: each attribute key's
+field bytes are cached (keys recur), values are written inline, the whole field
+of a recurring (key, string value) pair (exchange, method, symbol, host) is
+cached too, in a bounded dict that pauses itself when values do not recur (order
+ids), and the resource and scopes are encoded once. The output is byte-for-byte
+what the stock encoder serialises (fields in field-number order, the same
+defaults left out, the same grouping by resource and scope, by equality, in
+first-seen order); tests/test_shim_fastexport.py decodes both and compares every
+field, and compares the bytes.
 
-Measured (bench/bench_exporter.py) against building the upb messages in bulk: the
-message objects cost more than the whole hand encoding, so it writes bytes.
+bench/bench_exporter.py measures the alternative the issue names, upb messages
+built in bulk (one Span constructor per span from cached KeyValue messages): about
+1.5x this encoder's CPU with recurring values and 3x with unique ones, so this
+one writes bytes.
 
 Posting is the stock exporter's own: FastSpanExporter wraps a stock
 OTLPSpanExporter (built as usual, so endpoint, headers, compression, timeout,
-TLS, retries with backoff and Retry-After, max_request_size and the exporter's
-self-metrics are the stock ones) and hands its HTTP client the bytes.
+TLS, credential provider, retries with backoff and Retry-After, max_request_size
+and the exporter's self-metrics are the stock ones) and hands its HTTP client the
+bytes, in a copy of the stock export() with only the encoding swapped.
 
 What it does not encode itself goes to the stock encoder, so the result is the
 stock exporter's in every case:
-- a span whose attributes, event attributes or link attributes hold anything
-  but str, bool, int (int64), float, bytes, or a tuple/list of those and None
-  (e.g. a dict, a bytearray, an int past int64, a string with lone surrogates),
-  or that is not an SDK ReadableSpan: that span is encoded by the stock span
-  encoder (its bytes spliced in), the rest of the batch here;
-- a resource or scope it cannot encode: the whole batch by the stock encoder.
+- a span with an attribute (of the span, an event or a link) that is not a str,
+  bool, int within int64, float, bytes, None in an array, or a tuple/list of
+  those (e.g. a dict, a bytearray, an int past int64, numpy.int64, a string with
+  lone surrogates), or a span that is not an SDK span: that span is encoded by
+  the stock span encoder, its bytes spliced in, the rest of the batch here;
+- a resource or scope it cannot encode, or any other error: the whole batch goes
+  to the stock encoder (which, if it cannot either, fails the export as the
+  stock exporter does).
 `fallback_spans` / `fallback_batches` count them. Links with attributes, events,
-trace state, dropped counts, remote parents and every span kind are handled.
+trace state, dropped counts (also with limits of 0), remote parents, every span
+kind and str/int/float subclasses (StrEnum, IntEnum) are encoded here.
 
 `wrap(exporter)` returns a FastSpanExporter for a stock OTLP/HTTP span exporter
-whose internals are the ones it was written against (opentelemetry-exporter-
-otlp-proto-http with the shared OTLP HTTP client, 1.40 and later), and any other
-exporter (gRPC, console, a subclass, an older release) unchanged.
-TICKSCOPE_SHIM_FAST_EXPORT=false turns it off.
+with the internals it was written against (opentelemetry-exporter-otlp-proto-http
+1.45: the shared OTLP HTTP client; checked when wrapped), and any other exporter
+(gRPC, console, a subclass, a release with other internals) unchanged.
+TICKSCOPE_SHIM_FAST_EXPORT=false turns it off. export.batch_processor wraps, so
+configure() and the distro's configurator both use it (the distro only where the
+SDK lets it choose the span processor, as for the export gate).
 """
 
 from __future__ import annotations
@@ -47,6 +57,7 @@ from typing import Any
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.util import BoundedList
 
 from tickscope.shim import settings
 
@@ -113,15 +124,14 @@ def _any_value(value: Any) -> bytes:
         return b""
     if cls is bytes:
         return _field(b"\x3a", value)
-    # Subclasses, in the stock encoder's order (bool before int).
-    if isinstance(value, bool):
-        return _any_value(bool(value))
+    # Subclasses (StrEnum, IntEnum, numpy.float64), in the stock encoder's order,
+    # by the value they hold (the base class's method, not an override).
     if isinstance(value, str):
-        return _any_value(str(value))
+        return _any_value(str.__str__(value))
     if isinstance(value, int):
-        return _any_value(int(value))
+        return _any_value(int.__index__(value))
     if isinstance(value, float):
-        return _any_value(float(value))
+        return _any_value(float.__float__(value))
     raise Unhandled(f"attribute value of type {cls.__name__}")
 
 
@@ -278,9 +288,9 @@ class SpanEncoder:
         attributes = span._attributes
         if attributes:
             append(self._span_attributes(attributes))
-            dropped = getattr(attributes, "dropped", 0)
-            if dropped:
-                append(b"\x50" + _varint(dropped))
+        # Dropped counts also when nothing was kept (a limit of 0).
+        if isinstance(attributes, BoundedAttributes) and attributes.dropped:
+            append(b"\x50" + _varint(attributes.dropped))
         events = span._events
         if events:
             for event in events:
@@ -294,9 +304,8 @@ class SpanEncoder:
                 if event.dropped_attributes:
                     body.append(b"\x20" + _varint(event.dropped_attributes))
                 append(_field(b"\x5a", b"".join(body)))
-            dropped = getattr(events, "dropped", 0)
-            if dropped:
-                append(b"\x60" + _varint(dropped))
+        if isinstance(events, BoundedList) and events.dropped:
+            append(b"\x60" + _varint(events.dropped))
         links = span._links
         if links:
             for link in links:
@@ -310,9 +319,8 @@ class SpanEncoder:
                     body.append(b"\x28" + _varint(link.dropped_attributes))
                 body.append(_LINK_FLAGS_REMOTE if context.is_remote else _LINK_FLAGS_LOCAL)
                 append(_field(b"\x6a", b"".join(body)))
-            dropped = getattr(links, "dropped", 0)
-            if dropped:
-                append(b"\x70" + _varint(dropped))
+        if isinstance(links, BoundedList) and links.dropped:
+            append(b"\x70" + _varint(links.dropped))
         status = span._status
         code = status.status_code.value
         description = status.description
@@ -445,9 +453,11 @@ _KINDS = _kinds()
 
 
 def _span_types() -> frozenset[type]:
-    from opentelemetry.sdk.trace import Span
+    """The SDK's span classes, whose fields this reads (the processors hand the
+    exporter ReadableSpans; Span and its tracer-made subclass have the same fields)."""
+    from opentelemetry.sdk import trace as sdk_trace
 
-    return frozenset({ReadableSpan, Span})
+    return frozenset({ReadableSpan, sdk_trace.Span, getattr(sdk_trace, "_Span", sdk_trace.Span)})
 
 
 _SPAN_TYPES = _span_types()
