@@ -104,6 +104,10 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("config-reference", help="print the configuration reference (Markdown)")
     sub.add_parser("version", help="print the version")
+    # Operator tools: each module adds its subcommand (imports nothing heavy until run).
+    from tickscope.agent import doctor
+
+    doctor.add_parser(sub)
     return parser
 
 
@@ -183,6 +187,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     if args.command == "check-config":
         return _check_config(args)
+    if args.command == "doctor":
+        from tickscope.agent import doctor
+
+        return doctor.run(args)
     if args.command == "config-reference":
         from tickscope.agent.configdoc import reference
 
