@@ -23,7 +23,7 @@ from helpers.binaries import require_binary
 from helpers.demo_stack import ENGINE_MEMORY_LIMIT, DemoStack
 from helpers.sidecar import ROOT, http_get
 from tickscope.agent import topdata
-from tickscope.agent.top import View, metrics_url, render
+from tickscope.agent.top import Scraper, View, metrics_url, render
 
 FIXTURES = ROOT / "tests" / "fixtures" / "top"
 
@@ -192,7 +192,7 @@ def test_alerts_firing_only_critical_first() -> None:
 # -- the frame as text ------------------------------------------------------------
 
 FIXTURE_80X24 = """\
-tickscope top  http://127.0.0.1:9464  v9.9.9  every 2s  13:45:02  q quits
+tickscope top 13:45:02  http://127.0.0.1:9464  v9.9.9  rates over 2s  q quits
 host    cpu 25.0% of 2 (iowait 3.1%)  load 0.50 0.25 0.12  mem 75.0% of 8.0 GiB
 disk    / 75.0% (250 B free)  /data 75.0% (100 B free)  io busy 75.0%
 engine  up  rss 256.0 MiB/512.0 MiB (50.0%)  cpu 0.38/0.50 (75.0%)  restarts 2
@@ -273,9 +273,21 @@ def test_demo_exposition_fits_80x24_and_wider_shows_more() -> None:
     assert not any("more" in line for line in big)
 
 
+def test_rates_over_the_window_not_just_the_last_refresh() -> None:
+    before, after = ((FIXTURES / n).read_text() for n in ("before.prom", "after.prom"))
+    scraper = Scraper("http://unused", 1.0, window=4.0)
+    assert scraper.update(before, 100.0).elapsed is None
+    assert scraper.update(before, 102.0).elapsed == 2.0
+    third = scraper.update(after, 104.0)  # against the scrape at 100, 4 s back
+    assert (third.elapsed, third.spans.received_per_s) == (4.0, 120 / 4.0)
+    assert scraper.update(after, 106.0).elapsed == 4.0  # the one at 100 has left the window
+    assert scraper.update(after, 116.0).elapsed == 10.0  # a late refresh: the previous one
+    assert len(scraper.history) == 2
+
+
 def test_waiting_and_failed_scrape_frames(frame: topdata.Frame) -> None:
     assert render(None, fixture_view(), 80, 24).plain() == [
-        "tickscope top  http://127.0.0.1:9464  every 2s  13:45:02  q quits",
+        "tickscope top 13:45:02  http://127.0.0.1:9464  q quits",
         "waiting for the first scrape...",
     ]
     failed = render(frame, fixture_view(error="connection refused"), 80, 24).plain()
@@ -364,7 +376,7 @@ def test_once_shows_the_figures_of_the_metrics_it_read(stack: DemoStack, tmp_pat
     took = time.monotonic() - started
     assert result.returncode == 0, result.stderr
     out = result.stdout.splitlines()
-    assert out[0].startswith(f"tickscope top  {stack.sidecar.url}  v")
+    assert out[0].startswith("tickscope top ") and f"  {stack.sidecar.url}  v" in out[0]
     assert 1.0 <= took < 15, took
     first = families((saved / "1.prom").read_text())
     second = families((saved / "2.prom").read_text())
@@ -488,7 +500,8 @@ def test_live_view_in_an_80x24_terminal_and_q_quits(stack: DemoStack, tmp_path: 
             raise AssertionError("no frame with rates within 30s:\n" + "\n".join(screen))
         assert len(screen) == 24 and max(map(len, screen)) <= 80, screen
         text = "\n".join(screen)
-        assert screen[0].startswith(f"tickscope top  {stack.sidecar.url}  v"), text
+        assert screen[0].startswith("tickscope top "), text
+        assert f"  {stack.sidecar.url}  v" in screen[0], text
         for figure in ("host    cpu ", "engine  up  rss ", "/512.0 MiB (", "spans   ", "orders  "):
             assert figure in text, text
         assert "EXCHANGE     METHOD" in text and "MARKET DATA" in text, text
@@ -506,3 +519,74 @@ def test_live_view_in_an_80x24_terminal_and_q_quits(stack: DemoStack, tmp_path: 
         assert "icanon" in flags and "echo" in flags, flags
     finally:
         tmux.kill()
+
+
+def test_importing_top_loads_neither_rich_nor_the_http_client() -> None:
+    """The CLI imports top.py for its parser, in the sidecar's process too: rich, the
+    exposition parser and urllib.request load only when `top` runs."""
+    code = (
+        "import sys, tickscope.agent.top; "
+        "print(sorted(m for m in ('rich', 'prometheus_client.parser', 'urllib.request') "
+        "if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def run_once_in_background(stack: DemoStack, saved: Path, interval: float) -> subprocess.Popen[str]:
+    assert stack.sidecar is not None
+    command = [*top_command(), stack.sidecar.url, "--once", "--interval", str(interval)]
+    return subprocess.Popen(
+        [*command, "--save-scrapes", str(saved)],
+        cwd=ROOT,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.system
+def test_once_shows_the_error_ratio_of_exchange_errors(stack: DemoStack, tmp_path: Path) -> None:
+    """503s on market data within the window: ERR% is the window's error calls over all
+    calls, per method, as worked out from the two bodies top read."""
+    saved = tmp_path / "scrapes"
+    top = run_once_in_background(stack, saved, 5.0)
+    try:
+        time.sleep(1.0)  # top's first scrape is before the fault
+        stack.inject("server_error")
+        out, err = top.communicate(timeout=30)
+    finally:
+        if top.poll() is None:
+            top.kill()
+            top.wait(5)
+    assert top.returncode == 0, err
+    first = families((saved / "1.prom").read_text())
+    second = families((saved / "2.prom").read_text())
+    erred = 0
+    for method in ("fetch_order_book", "fetch_ticker"):
+        want = {"exchange": "binance", "method": method}
+        calls = total(second, "traces_span_metrics_calls_total", **want) - total(
+            first, "traces_span_metrics_calls_total", **want
+        )
+        error = {**want, "status_code": "STATUS_CODE_ERROR"}
+        errors = total(second, "traces_span_metrics_calls_total", **error) - total(
+            first, "traces_span_metrics_calls_total", **error
+        )
+        erred += errors > 0
+        row = next(line for line in out.splitlines() if line.startswith(f"binance      {method} "))
+        assert row.split()[3] == f"{100 * errors / calls:.1f}%", (row, errors, calls)
+    assert erred, "no error within top's window:\n" + out
+
+
+@pytest.mark.system
+def test_once_shows_a_stopped_engine_down(stack: DemoStack, tmp_path: Path) -> None:
+    """Last: the demo engine stops for good."""
+    stack.inject("engine_down")
+    top = run_once_in_background(stack, tmp_path / "scrapes", 0.5)
+    out, err = top.communicate(timeout=30)
+    assert top.returncode == 0, err
+    assert "engine  DOWN  restarts 0" in out.splitlines(), out

@@ -7,7 +7,8 @@ fit (80x24 and up). `q` quits; the terminal's modes and screen are restored howe
 `--once` (and any output that is not a terminal) prints one plain-text frame from two scrapes
 `--interval` apart, for scripts.
 
-rich is imported only here, when `top` runs: the sidecar never loads it.
+rich (and urllib.request, prometheus_client's parser) are imported only when `top` runs:
+importing this module for the CLI's parser loads none of them into the sidecar.
 """
 
 from __future__ import annotations
@@ -22,11 +23,10 @@ import os
 import select
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
+from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -90,7 +90,15 @@ def configure(top: argparse.ArgumentParser) -> None:
         type=_interval,
         default=2.0,
         metavar="SECONDS",
-        help="refresh interval, and the window rates are computed over (default: %(default)s)",
+        help="refresh interval (default: %(default)s)",
+    )
+    top.add_argument(
+        "--window",
+        type=_interval,
+        default=10.0,
+        metavar="SECONDS",
+        help="rates, error ratios and p99 over the last SECONDS, or since the previous refresh "
+        "when that is longer ago; --once: over --interval (default: %(default)s)",
     )
     top.add_argument(
         "--prometheus",
@@ -135,6 +143,9 @@ def metrics_url(url: str) -> str:
 
 
 def _get(url: str, timeout: float, accept: str) -> bytes:
+    import urllib.error
+    import urllib.request
+
     parts = urllib.parse.urlsplit(url)
     headers = {"Accept": accept, "Accept-Encoding": "gzip", "User-Agent": "tickscope-top"}
     if parts.username is not None:
@@ -270,10 +281,10 @@ def _head(lines: Lines, frame: Frame | None, view: View) -> None:
     version = frame.sidecar.version if frame else None
     lines.add(
         ("tickscope top", "bold"),
+        f" {view.clock}" if view.clock else "",
         f"  {view.url}",
         f"  v{version}" if version else "",
-        f"  every {view.interval:g}s",
-        f"  {view.clock}" if view.clock else "",
+        f"  rates over {frame.elapsed:.0f}s" if frame and frame.elapsed else "",
         ("  q quits", "dim"),
     )
     if view.error:
@@ -531,10 +542,14 @@ def render(frame: Frame | None, view: View, width: int = 80, height: int | None 
 
 @dataclass
 class Scraper:
+    """Scrapes, and the frame of the newest against the oldest within `window` seconds
+    (the previous one when refreshes are further apart): batched span exports and engine
+    metrics exported every few seconds then read as steady rates, not bursts and zeros."""
+
     url: str
     timeout: float
-    prev: topdata.Scrape | None = None
-    prev_at: float | None = None
+    window: float = 0.0
+    history: deque[tuple[float, topdata.Scrape]] = field(default_factory=deque)
     frame: Frame | None = None
 
     def scrape(self) -> tuple[str, float]:
@@ -543,9 +558,14 @@ class Scraper:
 
     def update(self, text: str, at: float) -> Frame:
         cur = topdata.parse_exposition(text)
-        elapsed = None if self.prev_at is None else at - self.prev_at
-        self.frame = topdata.compute(self.prev, cur, elapsed)
-        self.prev, self.prev_at = cur, at
+        # The scrapes older than the window go, one always kept to compare with; a little
+        # slack, so that refreshes `window` apart by the timer still pair up.
+        while len(self.history) > 1 and at - self.history[0][0] > self.window * 1.02:
+            self.history.popleft()
+        prev_at, prev = self.history[0] if self.history else (None, None)
+        elapsed = None if prev_at is None else at - prev_at
+        self.frame = topdata.compute(prev, cur, elapsed)
+        self.history.append((at, cur))
         return self.frame
 
 
@@ -635,7 +655,7 @@ def live(args: argparse.Namespace) -> int:
     from rich.live import Live
 
     console = Console(highlight=False)
-    scraper = Scraper(args.url, args.timeout)
+    scraper = Scraper(args.url, args.timeout, args.window)
     view = _view(args)
 
     def draw() -> Group:
