@@ -6,12 +6,17 @@ send-keys q, the terminal's modes restored)."""
 from __future__ import annotations
 
 import argparse
+import base64
+import gzip
+import http.server
 import json
 import math
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +28,7 @@ from helpers.binaries import require_binary
 from helpers.demo_stack import ENGINE_MEMORY_LIMIT, DemoStack
 from helpers.sidecar import ROOT, http_get
 from tickscope.agent import topdata
-from tickscope.agent.top import Scraper, View, metrics_url, render
+from tickscope.agent.top import Scraper, View, fetch_metrics, metrics_url, render
 
 FIXTURES = ROOT / "tests" / "fixtures" / "top"
 
@@ -307,6 +312,54 @@ def test_metrics_url(url: str, expected: str) -> None:
     assert metrics_url(url) == expected
 
 
+class FixtureServer(http.server.ThreadingHTTPServer):
+    """/metrics as the fixture's after.prom, gzipped when asked; remembers the headers."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), FixtureHandler)
+        self.seen: list[dict[str, str]] = []
+
+
+class FixtureHandler(http.server.BaseHTTPRequestHandler):
+    server: FixtureServer
+
+    def do_GET(self) -> None:
+        self.server.seen.append({"path": self.path, **dict(self.headers.items())})
+        body = (FIXTURES / "after.prom").read_bytes()
+        self.send_response(200)
+        if "gzip" in self.headers.get("Accept-Encoding", ""):
+            body = gzip.compress(body)
+            self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def fixture_server() -> Iterator[FixtureServer]:
+    server = FixtureServer()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def test_fetch_basic_auth_from_the_url_and_gzip(fixture_server: FixtureServer) -> None:
+    port = fixture_server.server_address[1]
+    text = fetch_metrics(f"http://ops:s%3Acret@127.0.0.1:{port}", 5.0)
+    assert text == (FIXTURES / "after.prom").read_text()
+    (seen,) = fixture_server.seen
+    assert seen["path"] == "/metrics"
+    assert seen["Authorization"] == "Basic " + base64.b64encode(b"ops:s:cret").decode()
+    assert seen["Accept"].startswith("text/plain")
+
+
 # -- against a live sidecar ---------------------------------------------------------
 
 
@@ -478,26 +531,71 @@ class Tmux:
         )
 
 
+class LiveTop:
+    """`tickscope top URL` in a detached tmux session of a given size, under `sh`, which
+    records its exit code and then the terminal's modes (`stty -a`) once it has ended."""
+
+    def __init__(self, tmux: Tmux, directory: Path, url: str, size: tuple[int, int]) -> None:
+        self.tmux = tmux
+        self.rc, self.modes = directory / "rc", directory / "stty"
+        top = shlex.join([*top_command(), url, "--interval", "0.5"])
+        script = (
+            f"cd {shlex.quote(str(ROOT))} && {top}; echo $? > {self.rc}; stty -a > {self.modes}"
+        )
+        width, height = size
+        tmux(
+            "new-session",
+            "-d",
+            "-s",
+            "top",
+            "-x",
+            str(width),
+            "-y",
+            str(height),
+            "sh",
+            "-c",
+            script,
+        )
+
+    def frame_with_rates(self, timeout: float = 30.0) -> list[str]:
+        """The screen once a frame has rates (the second): a calls/s in cancel_order's row."""
+        deadline = time.monotonic() + timeout
+        screen: list[str] = []
+        while time.monotonic() < deadline:
+            screen = self.tmux.capture()
+            row = [line for line in screen if line.startswith("binance      cancel_order ")]
+            if row and row[0].split()[2] != "-":
+                return screen
+            time.sleep(0.2)
+        raise AssertionError(f"no frame with rates within {timeout}s:\n" + "\n".join(screen))
+
+    def top_pid(self) -> int:
+        shell = int(self.tmux("display-message", "-p", "-t", "top", "#{pane_pid}"))
+        children = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(shell)], capture_output=True, text=True, timeout=10
+        ).stdout.split()
+        assert len(children) == 1, children
+        return int(children[0])
+
+    def ended(self, how: str, timeout: float = 10.0) -> tuple[int, list[str]]:
+        """The exit code and the terminal's mode flags after top ended."""
+        deadline = time.monotonic() + timeout
+        while not (self.rc.exists() and self.modes.exists() and self.modes.stat().st_size):
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"top did not end on {how}:\n" + "\n".join(self.tmux.capture())
+                )
+            time.sleep(0.1)
+        return int(self.rc.read_text()), self.modes.read_text().split()
+
+
 @pytest.mark.system
 def test_live_view_in_an_80x24_terminal_and_q_quits(stack: DemoStack, tmp_path: Path) -> None:
     assert stack.sidecar is not None
     tmux = Tmux(tmp_path)
-    rc, modes = tmp_path / "rc", tmp_path / "stty"
-    top = shlex.join([*top_command(), stack.sidecar.url, "--interval", "0.5"])
-    script = f"cd {shlex.quote(str(ROOT))} && {top}; echo $? > {rc}; stty -a > {modes}"
-    tmux("new-session", "-d", "-s", "top", "-x", "80", "-y", "24", "sh", "-c", script)
     try:
-        deadline = time.monotonic() + 30
-        screen: list[str] = []
-        while time.monotonic() < deadline:
-            screen = tmux.capture()
-            # The second frame has rates: a calls/s figure in the cancel_order row.
-            row = [line for line in screen if line.startswith("binance      cancel_order ")]
-            if row and row[0].split()[2] != "-":
-                break
-            time.sleep(0.2)
-        else:
-            raise AssertionError("no frame with rates within 30s:\n" + "\n".join(screen))
+        top = LiveTop(tmux, tmp_path, stack.sidecar.url, (80, 24))
+        screen = top.frame_with_rates()
         assert len(screen) == 24 and max(map(len, screen)) <= 80, screen
         text = "\n".join(screen)
         assert screen[0].startswith("tickscope top "), text
@@ -506,16 +604,32 @@ def test_live_view_in_an_80x24_terminal_and_q_quits(stack: DemoStack, tmp_path: 
             assert figure in text, text
         assert "EXCHANGE     METHOD" in text and "MARKET DATA" in text, text
         assert tmux("display-message", "-p", "-t", "top", "#{alternate_on}").strip() == "1"
-        tmux("send-keys", "-t", "top", "q")
-        deadline = time.monotonic() + 10
-        while not (rc.exists() and modes.exists() and modes.stat().st_size):
-            assert time.monotonic() < deadline, "top did not quit on q:\n" + "\n".join(
-                tmux.capture()
-            )
+        # Wider: redrawn at the new size at once, every row shown.
+        tmux("resize-window", "-t", "top", "-x", "132", "-y", "40")
+        deadline = time.monotonic() + 5
+        while len(screen := tmux.capture()) != 40 or "more" in "\n".join(screen):
+            assert time.monotonic() < deadline, "\n".join(screen)
             time.sleep(0.1)
-        assert rc.read_text().strip() == "0"
+        assert screen[0].startswith("tickscope top "), screen
+        tmux("send-keys", "-t", "top", "q")
+        rc, flags = top.ended("q")
+        assert rc == 0
         # cbreak undone: the line discipline echoes and edits lines again.
-        flags = modes.read_text().split()
+        assert "icanon" in flags and "echo" in flags, flags
+    finally:
+        tmux.kill()
+
+
+@pytest.mark.system
+def test_live_view_restores_the_terminal_on_sigterm(stack: DemoStack, tmp_path: Path) -> None:
+    assert stack.sidecar is not None
+    tmux = Tmux(tmp_path)
+    try:
+        top = LiveTop(tmux, tmp_path, stack.sidecar.url, (100, 30))
+        top.frame_with_rates()
+        os.kill(top.top_pid(), signal.SIGTERM)
+        rc, flags = top.ended("SIGTERM")
+        assert rc == 0
         assert "icanon" in flags and "echo" in flags, flags
     finally:
         tmux.kill()

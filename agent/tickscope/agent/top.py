@@ -80,7 +80,7 @@ def configure(top: argparse.ArgumentParser) -> None:
     top.add_argument(
         "url",
         nargs="?",
-        default=os.environ.get("TICKSCOPE_TOP_URL", DEFAULT_URL),
+        default=DEFAULT_URL,
         metavar="URL",
         help="the sidecar's admin address (default: %(default)s); user:password@ for basic auth",
     )
@@ -611,10 +611,10 @@ def once(args: argparse.Namespace) -> int:
 
 
 def _columns() -> int:
-    try:
-        return max(80, int(os.environ.get("COLUMNS", "")))
-    except ValueError:
-        return 80
+    """The terminal's width ($COLUMNS, else the terminal's), at least 80."""
+    import shutil
+
+    return max(80, shutil.get_terminal_size((80, 24)).columns)
 
 
 @contextlib.contextmanager
@@ -689,16 +689,27 @@ def live(args: argparse.Namespace) -> int:
                 screen.update(draw(), refresh=True)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
     if args.save_scrapes is not None and not args.once:
         print("tickscope top: --save-scrapes needs --once", file=sys.stderr)
         return EXIT_USAGE
     if args.once or not sys.stdout.isatty():
         return once(args)
+    import signal
+
+    # SIGTERM and SIGHUP unwind as Ctrl-C does, so the terminal is restored on the way out.
+    saved = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         return live(args)
     except KeyboardInterrupt:
         return EXIT_OK
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
