@@ -45,6 +45,42 @@ def frame() -> topdata.Frame:
 # -- the figures ------------------------------------------------------------------
 
 
+def reference_parse(text: str) -> topdata.Scrape:
+    out: dict[str, dict[topdata.Labels, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = float(s.value)
+    return out
+
+
+@pytest.mark.parametrize(
+    "path",
+    [*sorted(FIXTURES.glob("*.prom")), ROOT / "tests" / "fixtures" / "host-e2e-output.prom"],
+    ids=lambda p: p.name,
+)
+def test_parse_agrees_with_prometheus_client(path: Path) -> None:
+    text = path.read_text()
+    assert topdata.parse_exposition(text) == reference_parse(text)
+
+
+def test_parse_escapes_timestamps_and_special_values() -> None:
+    text = (
+        "# HELP weird with a } in a value\n"
+        'weird{b="} 5",a="q\\"uo\\\\te\\nx"} 1.5 1700000000000\n'
+        "plain +Inf\n"
+        "negative -Inf\n"
+        "not a sample line\n"
+    )
+    assert topdata.parse_exposition(text) == {
+        "weird": {(("a", 'q"uo\\te\nx'), ("b", "} 5")): 1.5},
+        "plain": {(): math.inf},
+        "negative": {(): -math.inf},
+    }
+    assert topdata.parse_exposition(text) == reference_parse(
+        text.replace("not a sample line\n", "")
+    )
+
+
 def test_host_figures(frame: topdata.Frame) -> None:
     h = frame.host
     # CPU time in the window: idle 1.5 + 1.5, user 0.25, iowait 0.125, system 0.625 = 4 s.

@@ -7,8 +7,8 @@ fit (80x24 and up). `q` quits; the terminal's modes and screen are restored howe
 `--once` (and any output that is not a terminal) prints one plain-text frame from two scrapes
 `--interval` apart, for scripts.
 
-rich (and urllib.request, prometheus_client's parser) are imported only when `top` runs:
-importing this module for the CLI's parser loads none of them into the sidecar.
+rich and urllib.request are imported only when `top` runs: importing this module for the
+CLI's parser loads neither into the sidecar.
 """
 
 from __future__ import annotations
