@@ -333,6 +333,21 @@ def test_waiting_and_failed_scrape_frames(frame: topdata.Frame) -> None:
     ]
     failed = render(frame, fixture_view(error="connection refused"), 80, 24).plain()
     assert failed[1] == "scrape failed: connection refused"  # the figures are the last ones
+    no_prometheus = fixture_view(prometheus="http://127.0.0.1:9", alerts_error="refused")
+    assert render(frame, no_prometheus, 80, 24).plain()[11:13] == [
+        "FIRING ALERTS            SEVERITY  SUMMARY",
+        "cannot read alerts: refused",
+    ]
+    quiet = render(frame, fixture_view(prometheus="http://127.0.0.1:9090"), 80, 24).plain()
+    assert quiet[11:13] == ["FIRING ALERTS            SEVERITY  SUMMARY", "none"]
+    bare = topdata.compute(None, {"tickscope_build_info": {(("version", "1.2.3"),): 1.0}}, None)
+    assert render(bare, fixture_view(), 80, 24).plain()[3:8] == [
+        "engine  no engine process configured",
+        "spans   - received  - accepted  - rejected  - bad requests",
+        "sidecar rss -  cpu -  queue -/-  series -/-  otlp series -",
+        "orders  none yet",
+        "EXCHANGE     METHOD                  CALLS/S    ERR%       P99     TOTAL",
+    ]
 
 
 @pytest.mark.parametrize(
