@@ -166,7 +166,9 @@ def test_no_two_panels_overlap(path: Path) -> None:
     boxes = []
     for item in document["panels"]:
         g = item["gridPos"]
-        assert g["x"] in range(24) and g["x"] + g["w"] <= 24, f"{item['title']!r} leaves the 24 columns"
+        assert g["x"] in range(24) and g["x"] + g["w"] <= 24, (
+            f"{item['title']!r} leaves the 24 columns"
+        )
         boxes.append((item["title"], g["x"], g["y"], g["x"] + g["w"], g["y"] + g["h"]))
     for a, b in itertools.combinations(boxes, 2):
         overlap = a[1] < b[3] and b[1] < a[3] and a[2] < b[4] and b[2] < a[4]

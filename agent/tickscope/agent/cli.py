@@ -105,9 +105,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("config-reference", help="print the configuration reference (Markdown)")
     sub.add_parser("version", help="print the version")
     # Operator tools: each module adds its subcommand (imports nothing heavy until run).
-    from tickscope.agent import doctor
+    from tickscope.agent import doctor, top
 
     doctor.add_parser(sub)
+    top.add_parser(sub)
     return parser
 
 
@@ -191,6 +192,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tickscope.agent import doctor
 
         return doctor.run(args)
+    if args.command == "top":
+        from tickscope.agent import top
+
+        return top.run(args)
     if args.command == "config-reference":
         from tickscope.agent.configdoc import reference
 
