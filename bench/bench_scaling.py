@@ -196,6 +196,7 @@ def metrics_run(label_sets: int, rounds: int = 5) -> dict[str, Any]:
     return {
         "label_sets": series,
         "lines": lines,
+        "renders": rounds,
         "render_ms": median * 1000,
         "render_p95_ms": percentile(times, 95) * 1000,
         "render_p99_ms": percentile(times, 99) * 1000,

@@ -12,7 +12,8 @@ minutes) for tests; the figures are then noisier and the label-set curve stops a
     .venv/bin/python bench/report.py [--quick] [--out DIR]
 
 writes DIR/performance.md and DIR/img/performance/*.png (DIR: docs/), and the raw
-figures as DIR/img/performance/results.json.
+figures as DIR/img/performance/results.json (`--from-json` writes the report again
+from one, without running anything).
 """
 
 from __future__ import annotations
@@ -144,6 +145,7 @@ def plots(results: dict[str, Any], img: Path) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     img.mkdir(parents=True, exist_ok=True)
     written: list[str] = []
@@ -157,7 +159,7 @@ def plots(results: dict[str, Any], img: Path) -> list[str]:
     host = results["host"]
     if "rows" in host:
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        names = list(host["rows"])
+        names = ["node_exporter", "tickscope"]
         stats = ("median_ms", "p95_ms", "p99_ms")
         width = 0.35
         for i, name in enumerate(names):
@@ -218,6 +220,8 @@ def plots(results: dict[str, Any], img: Path) -> list[str]:
     a2.set_title("Render cost per line")
     a3.semilogx(sets, [m["rss_mib"] for m in metrics], "o-", label="RSS holding them")
     a3.semilogx(sets, [m["rss_after_scrape_mib"] for m in metrics], "s--", label="after scrapes")
+    for ax in (a1, a2, a3):
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     a3.set_xlabel("span-metric label sets")
     a3.set_ylabel("RSS, MiB")
     a3.set_title("Sidecar RSS")
@@ -242,7 +246,7 @@ def plots(results: dict[str, Any], img: Path) -> list[str]:
     variants = ("plain", "bare_span", "wrapped")
     names = {"plain": "uninstrumented", "bare_span": "bare SDK span", "wrapped": "shim"}
     width = 0.25
-    threads = list(shim["threads"])
+    threads = sorted(shim["threads"], key=int)
     for i, v in enumerate(variants):
         a1.bar(
             [k + i * width for k in range(len(threads))],
@@ -276,6 +280,12 @@ def table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
     return "\n".join(out)
 
 
+def kb_after_scrapes(m: dict[str, Any]) -> float:
+    """RSS per label set once /metrics has been served: what a pod's limit must hold
+    (the issue's 11 KB per label set was measured so)."""
+    return float((m["rss_after_scrape_mib"] - m["rss_empty_mib"]) * 2**20 / 1000 / m["label_sets"])
+
+
 def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     runs = results["ingest"]["runs"]
     http4 = next(r for r in runs if r["protocol"] == "http" and r["connections"] == 4)
@@ -283,7 +293,8 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     metrics = results["metrics"]
     per_line = [m["us_per_line"] for m in metrics]
     spread = max(per_line) / min(per_line)
-    kb = max(m["kb_per_label_set"] for m in metrics if m["label_sets"] >= 1000)
+    largest = max(metrics, key=lambda m: m["label_sets"])
+    kb_held, kb_peak = largest["kb_per_label_set"], kb_after_scrapes(largest)
     export = results["shim"]["export"]
     fast = export["fast_us_per_span"]
     rec = results["ingest"]["reconcile"]
@@ -328,8 +339,9 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
         {
             "goal": "RSS per span-metric label set",
             "target": "< 2 KB",
-            "measured": f"{kb:.1f} KB (largest from 1,000 label sets up)",
-            "met": kb < 2,
+            "measured": f"at {largest['label_sets']:,.0f} label sets: {kb_peak:.1f} KB after "
+            f"scrapes, {kb_held:.1f} KB held before any",
+            "met": kb_peak < 2,
         },
         {
             "goal": "engine CPU per exported span / stock OTLP encoder",
@@ -410,7 +422,7 @@ def markdown(results: dict[str, Any], quick: bool) -> str:
                         f"{r['cpu_ms_per_scrape']:.2f}",
                         f"{r['rss_mib']:.1f}",
                     ]
-                    for name, r in host["rows"].items()
+                    for name, r in ((n, host["rows"][n]) for n in ("node_exporter", "tickscope"))
                 ],
             ),
             "",
@@ -465,9 +477,8 @@ def markdown(results: dict[str, Any], quick: bool) -> str:
         "",
         "Span-metric totals after all the runs: "
         + ", ".join(
-            f"{k.replace('_', ' ')} {v:,.0f}"
-            for k, v in results["ingest"]["reconcile"].items()
-            if k != "exact"
+            f"{k.replace('_', ' ')} {results['ingest']['reconcile'][k]:,.0f}"
+            for k in ("accepted", "processed", "calls_total", "duration_count")
         )
         + (" — exact." if results["ingest"]["reconcile"]["exact"] else " — **they differ**."),
         "",
@@ -478,7 +489,11 @@ def markdown(results: dict[str, Any], quick: bool) -> str:
         "One sidecar per row, its span metrics filled with distinct span names (each label "
         "set is 20 exposition lines: a counter and a 16-bucket histogram), then /metrics "
         "rendered again and again in text format with the render cache off. RSS per label set "
-        "is the RSS holding them over the same sidecar's RSS before.",
+        "is over the same sidecar's RSS before it held any (after one empty render): held, "
+        "once the spans are in; after scrapes, once /metrics has been served (the render's "
+        "memory stays with the process: this is the figure a memory limit must cover). "
+        "With a handful of renders per row (5, 2 from 40,000 label sets up in the full run), "
+        "p95 and p99 are the slowest one.",
         "",
         table(
             [
@@ -491,7 +506,8 @@ def markdown(results: dict[str, Any], quick: bool) -> str:
                 "µs/line",
                 "RSS MiB",
                 "RSS after scrapes MiB",
-                "KB/label set",
+                "KB/label set held",
+                "KB/label set after scrapes",
             ],
             [
                 [
@@ -505,6 +521,7 @@ def markdown(results: dict[str, Any], quick: bool) -> str:
                     f"{r['rss_mib']:.0f}",
                     f"{r['rss_after_scrape_mib']:.0f}",
                     f"{r['kb_per_label_set']:.1f}",
+                    f"{kb_after_scrapes(r):.1f}",
                 ]
                 for r in results["metrics"]
             ],
@@ -566,8 +583,10 @@ def markdown(results: dict[str, Any], quick: bool) -> str:
                     f"{v['cpu_us_per_call'] - variants['plain']['cpu_us_per_call']:+.1f}",
                     f"{v['calls_per_second']:,.0f}",
                 ]
-                for n, variants in results["shim"]["threads"].items()
-                for k, v in variants.items()
+                for n, variants in sorted(
+                    results["shim"]["threads"].items(), key=lambda i: int(i[0])
+                )
+                for k, v in ((k, variants[k]) for k in ("plain", "wrapped", "bare_span"))
             ],
         ),
         "",
@@ -586,6 +605,14 @@ def markdown(results: dict[str, Any], quick: bool) -> str:
     return "\n".join(out)
 
 
+def write(results: dict[str, Any], out: Path) -> None:
+    results["goals"] = goals(results)
+    img = out / "img" / "performance"
+    results["plots"] = plots(results, img)
+    (out / "performance.md").write_text(markdown(results, results["quick"]))
+    (img / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+
+
 def run(quick: bool, out: Path) -> dict[str, Any]:
     started = time.monotonic()
     results: dict[str, Any] = {"machine": machine(), "quick": quick}
@@ -602,11 +629,7 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
         results["footprint"] = bench_scaling.footprint()
         results["shim"] = bench_scaling_shim.shim_scaling()
     results["elapsed_s"] = time.monotonic() - started
-    results["goals"] = goals(results)
-    img = out / "img" / "performance"
-    results["plots"] = plots(results, img)
-    (out / "performance.md").write_text(markdown(results, quick))
-    (img / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    write(results, out)
     return results
 
 
@@ -614,8 +637,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="short runs (about two minutes)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs", help="default: docs/")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="RESULTS",
+        help="write the report and plots again from a results.json, without running anything",
+    )
     args = parser.parse_args()
-    results = run(args.quick, args.out)
+    if args.from_json:
+        results = json.loads(args.from_json.read_text())
+        write(results, args.out)
+    else:
+        results = run(args.quick, args.out)
     for g in results["goals"]:
         print(
             f"{'met   ' if g['met'] else 'MISSED'} {g['goal']}: {g['measured']} (target {g['target']})"

@@ -116,3 +116,16 @@ def test_results_json(report: Path) -> None:
         assert math.isfinite(p["millicores"]) and p["rss_mib"] > 0
     assert sorted(results["shim"]["threads"]) == ["1", "8"]
     assert results["shim"]["export"]["stock_us_per_span"] > 0
+
+
+@pytest.mark.system
+def test_from_json_writes_the_same_report(report: Path, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "report.py"), "--out", str(tmp_path),
+         "--from-json", str(report / "img" / "performance" / "results.json")],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "performance.md").read_text() == (report / "performance.md").read_text()
+    for plot in PLOTS:
+        assert (tmp_path / "img" / "performance" / plot).read_bytes()[:4] == b"\x89PNG"
