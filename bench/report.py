@@ -5,9 +5,10 @@ Every figure is measured in this run, each next to its baseline measured in the 
 run: node_exporter for host metrics (bench_scrape's helpers), the decode-only ceiling
 for OTLP ingest (bench_otlp.fresh_ceiling), a bare OpenTelemetry SDK span and the
 stock OTLP encoder for the engine side (bench_shim); and the scaling curves
-(bench_scaling, bench_scaling_shim). `--quick` runs everything smaller (about two
-minutes) for tests; the figures are then noisier and the label-set curve stops at
-5,000.
+(bench_scaling, bench_scaling_shim). Then every other bench/bench_*.py runs as it is
+and its output goes into the report whole (each prints its figures beside its own
+baseline). `--quick` runs the report's own parts smaller (about a minute) and skips the
+others, for tests; the figures are then noisier and the label-set curve stops at 5,000.
 
     .venv/bin/python bench/report.py [--quick] [--out DIR]
 
@@ -135,6 +136,56 @@ def host_metrics(scrapes: int, collection_rounds: int) -> dict[str, Any]:
         "collection_median_ms": statistics.median(collect) * 1000,
         "collection_p99_ms": percentile(collect, 99) * 1000,
     }
+
+
+# -- the other benchmarks, as they print themselves ----------------------------------------
+
+# Each prints its own figures next to its own baseline (issue by issue); the report
+# keeps their output whole. bench_scaling*.py are the runs above.
+OTHERS = [
+    ("bench_otlp.py", "OTLP spans: HTTP and gRPC vs the decode-only ceiling, span-metric RSS"),
+    ("bench_metrics.py", "OTLP metrics ingest vs its decode-only ceiling, RSS at 5,000 streams"),
+    ("bench_scrape.py", "/metrics vs node_exporter with the render cache on, RSS by feature"),
+    ("bench_shim.py", "the shim against the exchange simulator, sidecar up and down"),
+    ("bench_exporter.py", "the engine's span exporter: stock vs tickscope's"),
+    ("bench_ws.py", "websocket instrumentation vs the same watch loops uninstrumented"),
+    ("bench_looplag.py", "event-loop lag while taking the largest accepted request"),
+    ("bench_metrics_flood.py", "/healthz while clients flood /metrics and never read"),
+]
+
+
+def others(timeout: float = 300.0) -> list[dict[str, Any]]:
+    out = []
+    for script, what in OTHERS:
+        path = Path(__file__).resolve().parent / script
+        if not path.exists():
+            continue
+        started = time.monotonic()
+        try:
+            done = subprocess.run(
+                [sys.executable, str(path)],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                cwd=ROOT,
+            )
+            output, rc = (
+                done.stdout + (done.stderr[-2000:] if done.returncode else ""),
+                done.returncode,
+            )
+        except subprocess.TimeoutExpired as exc:
+            partial = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
+            output, rc = partial + f"\n(stopped after {timeout:g} s)", -1
+        out.append(
+            {
+                "script": script,
+                "what": what,
+                "seconds": time.monotonic() - started,
+                "returncode": rc,
+                "output": output.rstrip(),
+            }
+        )
+    return out
 
 
 # -- plots ---------------------------------------------------------------------------------
@@ -601,7 +652,23 @@ def markdown(results: dict[str, Any], quick: bool) -> str:
         "",
         "![shim](img/performance/shim_scaling.png)",
         "",
+        "## Every other benchmark, as it prints itself",
+        "",
     ]
+    if not results.get("others"):
+        out += ["Not run in `--quick` mode.", ""]
+    for o in results.get("others", []):
+        status = "" if o["returncode"] == 0 else f", exit code {o['returncode']}"
+        out += [
+            f"### bench/{o['script']}: {o['what']}",
+            "",
+            f"({o['seconds']:.0f} s{status})",
+            "",
+            "```",
+            o["output"],
+            "```",
+            "",
+        ]
     return "\n".join(out)
 
 
@@ -628,6 +695,7 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
         results["metrics"] = bench_scaling.metrics_scaling()
         results["footprint"] = bench_scaling.footprint()
         results["shim"] = bench_scaling_shim.shim_scaling()
+        results["others"] = others()
     results["elapsed_s"] = time.monotonic() - started
     write(results, out)
     return results
