@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo    start the sidecar (and, with the shim, the demo engine) and print where to look"
 	@echo "make test    install what the tests need (Debian packages too) and run lint, types and tests"
-	@echo "make bench   run the benchmarks in bench/ and print their figures"
+	@echo "make bench   run every benchmark in bench/ and write docs/performance.md with its plots"
 	@echo "make rules   check the alert rules and run their promtool unit tests"
 	@echo "make fuzz    fuzz the receivers for FUZZ_MINUTES (default 10); new crashers go to tests/fuzz/corpus/"
 	@echo "make docs    regenerate the generated parts of docs/"
@@ -70,8 +70,10 @@ FUZZ_MINUTES ?= 10
 fuzz: $(STAMP) system-deps
 	$(BIN)/python tests/fuzz/run_long.py --minutes $(FUZZ_MINUTES)
 
+# Every benchmark beside its baseline, and docs/performance.md with its plots
+# (bench/report.py runs the other bench/bench_*.py too and appends their output).
 bench: $(STAMP) system-deps
-	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	$(BIN)/python bench/report.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache *.egg-info
