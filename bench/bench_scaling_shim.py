@@ -28,44 +28,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_shim import OPTIONS, ROOT, _Session, run_child  # bench_shim puts examples/ on the path
+from bench_shim import ROOT, run_child, stubbed_exchanges  # bench_shim puts examples/ on the path
 from common import percentile
 
 
 def child_threads(url: str, threads: int, calls: int, rounds: int) -> dict[str, Any]:
     """`calls` calls per variant in all, spread over `threads` threads."""
-    import urllib.request
-
-    import ccxt
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
     from opentelemetry.trace import SpanKind
 
-    from tickscope import shim
-
-    class Discard(SpanExporter):
-        def export(self, spans: Any) -> SpanExportResult:
-            return SpanExportResult.SUCCESS
-
-    def fetch(path: str) -> str:
-        with urllib.request.urlopen(f"{url}/api.binance.com{path}") as r:  # loopback
-            return str(r.read().decode())
-
-    bodies = {
-        "/api/v3/exchangeInfo": fetch("/api/v3/exchangeInfo"),
-        "/api/v3/ticker/24hr": fetch("/api/v3/ticker/24hr?symbol=BTCUSDT"),
-    }
-    provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(Discard(), max_queue_size=65536))
-    tracer = provider.get_tracer("bench")
-
-    def exchange(instrumented: bool) -> Any:
-        ex = ccxt.binance({"enableRateLimit": False, "options": OPTIONS})
-        ex.session = _Session(bodies)
-        if instrumented:
-            shim.instrument_exchange(ex, tracer_provider=provider)
-        ex.load_markets()
-        return ex
+    provider, tracer, exchange = stubbed_exchanges(url)
 
     def variants() -> dict[str, Callable[[], Any]]:
         plain, wrapped = exchange(False), exchange(True)

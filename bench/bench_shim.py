@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -161,13 +162,15 @@ class _Session:
         raise AssertionError(f"no canned answer for {path}")
 
 
-def child_overhead(url: str, calls: int) -> dict[str, Any]:
+def stubbed_exchanges(url: str) -> tuple[Any, Any, Callable[[bool], Any]]:
+    """A TracerProvider exporting to nowhere, its tracer, and a maker of ccxt.binance
+    exchanges (instrumented or not) answered from the simulator's canned bodies with
+    no network: the call's own CPU, nothing else."""
     import urllib.request
 
     import ccxt
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-    from opentelemetry.trace import SpanKind
 
     from tickscope import shim
 
@@ -177,7 +180,7 @@ def child_overhead(url: str, calls: int) -> dict[str, Any]:
 
     def fetch(path: str) -> str:
         with urllib.request.urlopen(f"{url}/api.binance.com{path}") as r:  # loopback
-            return r.read().decode()
+            return str(r.read().decode())
 
     bodies = {
         "/api/v3/exchangeInfo": fetch("/api/v3/exchangeInfo"),
@@ -195,6 +198,13 @@ def child_overhead(url: str, calls: int) -> dict[str, Any]:
         ex.load_markets()
         return ex
 
+    return provider, tracer, exchange
+
+
+def child_overhead(url: str, calls: int) -> dict[str, Any]:
+    from opentelemetry.trace import SpanKind
+
+    provider, tracer, exchange = stubbed_exchanges(url)
     plain, wrapped = exchange(False), exchange(True)
 
     def bare() -> None:
