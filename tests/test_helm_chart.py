@@ -17,10 +17,8 @@ No cluster exists here; helm, kubectl (kustomize only) come from scripts/install
 
 from __future__ import annotations
 
-import datetime
 import functools
 import hashlib
-import ipaddress
 import json
 import os
 import re
@@ -38,15 +36,12 @@ from typing import Any
 
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from helpers import helm
 from helpers.binaries import require_binary
 from helpers.helm import CHART, CI_SETS, KUBE_VERSIONS, NAMESPACE, RELEASE, ROOT, Doc
 from helpers.sidecar import SidecarProcess, http_get, merge, sample_value
+from helpers.tls import self_signed
 from tickscope.collectors.engine.config import EngineProcessConfig
 from tickscope.shim import settings as shim_settings
 
@@ -1322,36 +1317,6 @@ def port_is_free(port: int) -> bool:
         return True
 
 
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tickscope-chart-test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 def write_web_config(directory: Path, web: dict[str, Any]) -> Path:
     """The chart's web config with its certificate paths moved to `directory` (a
     throwaway certificate there), as the pod would have it under /etc/tickscope/tls."""
@@ -1362,7 +1327,7 @@ def write_web_config(directory: Path, web: dict[str, Any]) -> Path:
             "cert_file": "/etc/tickscope/tls/tls.crt",
             "key_file": "/etc/tickscope/tls/tls.key",
         }
-        cert, key = self_signed(directory)
+        cert, key = self_signed(directory, "tls")
         web["tls_server_config"] = {"cert_file": str(cert), "key_file": str(key)}
     path = directory / "web-config.yml"
     path.write_text(yaml.safe_dump(web))
