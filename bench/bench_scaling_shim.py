@@ -28,7 +28,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_shim import ROOT, run_child, stubbed_exchanges  # bench_shim puts examples/ on the path
+from bench_shim import (  # bench_shim puts examples/ on the path
+    ROOT,
+    run_child,
+    shim_shaped_batch,
+    stubbed_exchanges,
+)
 from common import percentile
 
 
@@ -101,9 +106,6 @@ def child_threads(url: str, threads: int, calls: int, rounds: int) -> dict[str, 
 def child_fast_export(spans: int) -> dict[str, Any]:
     """tickscope.shim.fastexport's encoder on the same spans as child_export, if the
     shim has one: its CPU per span, or why it was not measured."""
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     try:
         from tickscope.shim import fastexport  # type: ignore[attr-defined,unused-ignore]
@@ -111,18 +113,7 @@ def child_fast_export(spans: int) -> dict[str, Any]:
         encode: Callable[[Any], Any] = fastexport.SpanEncoder().encode
     except (ImportError, AttributeError) as exc:
         return {"encode_per_span": None, "note": f"not available ({exc})"}
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = provider.get_tracer("bench")
-    attributes = {
-        "exchange.id": "binance", "ccxt.method": "fetch_ticker", "trading.symbol": "BTC/USDT",
-        "server.address": "api.binance.com", "http.request.method": "GET",
-        "http.response.status_code": 200, "trading.ratelimit.used": 120.0, "trading.ratelimit.limit": 6000.0,
-    }  # fmt: skip
-    for _ in range(512):
-        tracer.start_span("ccxt.fetch_ticker", attributes=attributes).end()
-    batch = exporter.get_finished_spans()
+    batch = shim_shaped_batch()
     rounds = max(1, spans // 512)
     started = time.process_time()
     for _ in range(rounds):

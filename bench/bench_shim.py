@@ -98,9 +98,8 @@ def child_rate(shim_mode: str, url: str, endpoint: str, calls: int) -> dict[str,
     }
 
 
-def child_export(url: str, spans: int) -> dict[str, Any]:
-    """The export path alone: encoding shim-shaped spans to OTLP protobuf."""
-    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+def shim_shaped_batch(size: int = 512) -> Any:
+    """`size` finished SDK spans with the attributes the shim gives a ccxt call."""
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -114,9 +113,16 @@ def child_export(url: str, spans: int) -> dict[str, Any]:
         "server.address": "api.binance.com", "http.request.method": "GET",
         "http.response.status_code": 200, "trading.ratelimit.used": 120.0, "trading.ratelimit.limit": 6000.0,
     }  # fmt: skip
-    for _ in range(512):
+    for _ in range(size):
         tracer.start_span("ccxt.fetch_ticker", attributes=attributes).end()
-    batch = exporter.get_finished_spans()
+    return exporter.get_finished_spans()
+
+
+def child_export(url: str, spans: int) -> dict[str, Any]:
+    """The export path alone: encoding shim-shaped spans to OTLP protobuf."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    batch = shim_shaped_batch()
     rounds = max(1, spans // 512)
     started = time.process_time()
     for _ in range(rounds):
