@@ -40,6 +40,7 @@ from helpers.otlp_metrics import (
 from helpers.sidecar import SidecarProcess, StartSidecar, http_post, sample_value
 from tickscope.exporters.otlpmetrics import MetricsConfig, MetricStore
 from tickscope.exporters.otlpmetrics.expohisto import BoundCache, bound
+from tickscope.exposition.text import Lines
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 METHOD = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
@@ -94,7 +95,7 @@ def test_hostile_points_in_process(max_buckets: int) -> None:
     # The 100-byte ids on hostile.hist (key_le) and hostile.inf; twice.
     assert registry.get_sample_value(repaired, {"reason": "invalid_exemplar"}) == 4.0
     for openmetrics in (False, True):
-        out: list[str] = []
+        out = Lines()
         store.render(out, openmetrics, None)
         text = "".join(out)
         assert 'le="+Inf"' in text and "-0.0" not in text
@@ -246,7 +247,7 @@ def test_names_that_read_as_another_types_series_are_refused(metric: Any, messag
         {"invalid_name": 1},
         [message],
     )
-    out: list[str] = []
+    out = Lines()
     store.render(out, False, None)
     assert promtool_check_metrics("".join(out)) == ([], 0)
 
@@ -259,7 +260,7 @@ def test_resource_attributes_le_and_quantile_are_renamed_on_target_info() -> Non
     resource = {"service.name": "s", "quantile": "x", "le": "y"}
     result = store.ingest(request(gauge("fine.level", number_point(1.0, 10.0)), resource=resource))
     assert (result.accepted, dict(result.rejected)) == (1, {})
-    out: list[str] = []
+    out = Lines()
     store.render(out, False, None)
     text = "".join(out)
     assert 'target_info{job="s",key_le="y",key_quantile="x"} 1.0\n' in text

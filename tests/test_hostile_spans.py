@@ -26,6 +26,7 @@ from tickscope.connectors.spanstream import SpanStream
 from tickscope.connectors.trading import TradingConfig, TradingMetrics
 from tickscope.core import spanview
 from tickscope.core.spanview import decode_traces
+from tickscope.exposition.text import Lines
 
 ERROR = 2
 CLIENT = 3
@@ -51,7 +52,7 @@ def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
 
 
 def rendered(metrics: SpanMetrics, trading: TradingMetrics, openmetrics: bool) -> str:
-    out: list[str] = []
+    out = Lines()
     metrics.render(out, openmetrics, None)
     trading.render(out, openmetrics, None)
     return "".join(out) + ("# EOF\n" if openmetrics else "")

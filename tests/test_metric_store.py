@@ -45,6 +45,7 @@ from helpers.otlp_metrics import histogram_point as hp
 from helpers.otlp_metrics import number_point as p
 from helpers.otlp_metrics import summary_point as sp
 from tickscope.exporters.otlpmetrics import IngestResult, MetricsConfig, MetricStore
+from tickscope.exposition.text import Lines
 
 OVERFLOW = "tickscope_metrics_overflow_points_total"
 EXPIRED = "tickscope_metrics_expired_series_total"
@@ -119,7 +120,7 @@ def openmetrics_of(lines: Sequence[str]) -> list[str]:
         for line in lines
         if line.startswith("# TYPE ") and line.endswith(" counter")
     }
-    out: list[str] = []
+    out = Lines()
     for line in lines:
         parts = line.split(" ", 3)
         if line.startswith(("# HELP ", "# TYPE ")) and parts[2] in counters:
@@ -137,7 +138,7 @@ def openmetrics_of(lines: Sequence[str]) -> list[str]:
 
 
 def render(store: MetricStore, openmetrics: bool, names: frozenset[str] | None = None) -> str:
-    out: list[str] = []
+    out = Lines()
     store.render(out, openmetrics, names)
     text = "".join(out)
     assert all(chunk.endswith("\n") for chunk in out), out

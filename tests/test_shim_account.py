@@ -47,6 +47,7 @@ from helpers.shim_metrics import (  # noqa: F401  (fixtures)
 from helpers.sidecar import ROOT, StartSidecar, sample_value
 from tickscope import shim
 from tickscope.exporters.otlpmetrics import MetricsConfig, MetricStore
+from tickscope.exposition.text import Lines
 from tickscope.shim import account, settings
 
 BALANCE = "trading.balance"
@@ -517,7 +518,7 @@ def store() -> MetricStore:
 
 
 def rendered(s: MetricStore) -> str:
-    out: list[str] = []
+    out = Lines()
     s.render(out, False, None)
     return "".join(out)
 

@@ -22,6 +22,7 @@ from helpers.sidecar import StartSidecar, sample_value
 from tickscope import shim
 from tickscope.connectors.spanstream import SpanStream
 from tickscope.connectors.trading import TradingConfig, TradingMetrics
+from tickscope.exposition.text import Lines
 
 ERROR = 2
 NAME = "exchange_timestamp_rejections_total"
@@ -79,7 +80,7 @@ def test_invalid_nonce_is_counted_by_method_and_zero_is_served_before() -> None:
     }
     # Also in the errors: a rejection is an error like any other.
     assert trading.errors.value(("binance", "fetch_balance", "InvalidNonce")) == 2.0
-    out: list[str] = []
+    out = Lines()
     trading.render(out, False, None)
     text = "".join(out)
     assert "# TYPE exchange_timestamp_rejections_total counter" in text
@@ -121,7 +122,7 @@ def test_zeros_are_kept_fresh_and_bounded() -> None:
 
 
 def _render(trading: TradingMetrics) -> list[str]:
-    out: list[str] = []
+    out = Lines()
     trading.render(out, False, None)
     return out
 

@@ -28,7 +28,7 @@ from pydantic import Field, field_validator
 
 from tickscope.core.configtypes import Buckets, Duration, StrictModel
 from tickscope.exposition.families import HistogramFamily, Pending, fill_exemplars
-from tickscope.exposition.text import format_exemplar, help_lines
+from tickscope.exposition.text import Lines, format_exemplar, help_lines
 
 __all__ = ["Dimension", "SpanMetrics", "SpanMetricsConfig"]
 
@@ -229,7 +229,7 @@ class SpanMetrics:
     def family_names(self) -> Iterable[str]:
         return (CALLS, CALLS.removesuffix("_total"), *self.histogram.sample_names())
 
-    def render(self, out: list[str], openmetrics: bool, names: frozenset[str] | None) -> None:
+    def render(self, out: Lines, openmetrics: bool, names: frozenset[str] | None) -> None:
         self.maybe_expire(time.monotonic())
         slots = self.histogram.slots()
         if slots and (names is None or CALLS in names or CALLS.removesuffix("_total") in names):
@@ -246,4 +246,5 @@ class SpanMetrics:
                     if newest is not None:
                         line += format_exemplar((newest[0], newest[1], 1.0, newest[3]))
                 out.append(line + "\n")
+                out.spill()
         self.histogram.render(out, openmetrics, names)

@@ -49,6 +49,7 @@ from tickscope.exposition.families import (
     fill_exemplars,
     take_exemplar,
 )
+from tickscope.exposition.text import Lines
 
 __all__ = ["TradingConfig", "TradingMetrics"]
 
@@ -410,7 +411,7 @@ class TradingMetrics:
     def family_names(self) -> list[str]:
         return [name for family in self._families for name in family.sample_names()]
 
-    def render(self, out: list[str], openmetrics: bool, names: frozenset[str] | None) -> None:
+    def render(self, out: Lines, openmetrics: bool, names: frozenset[str] | None) -> None:
         self.maybe_expire(time.monotonic())
         for family in self._families:
             family.render(out, openmetrics, names)

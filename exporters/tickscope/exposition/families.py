@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 
 from tickscope.exposition.text import (
     Exemplar,
+    Lines,
     format_exemplar,
     format_value,
     help_lines,
@@ -62,7 +63,7 @@ class _Value:
 
 
 class _Buckets:
-    __slots__ = ("counts", "exemplar_due", "exemplars", "labels", "last_seen", "prefixes", "sum")
+    __slots__ = ("counts", "exemplar_due", "exemplars", "labels", "last_seen", "sum")
 
     def __init__(self, labels: str, now: float, size: int) -> None:
         self.labels = labels
@@ -71,7 +72,6 @@ class _Buckets:
         self.sum = 0.0
         self.exemplars: list[Exemplar | None] = [None] * size
         self.exemplar_due = [0.0] * size  # monotonic time before which no new exemplar is taken
-        self.prefixes: list[str] | None = None  # rendered line starts, made on first scrape
 
 
 S = TypeVar("S", _Value, _Buckets)
@@ -152,12 +152,13 @@ class _ValueFamily(_Family[_Value]):
         slot = self._series.get(key)
         return None if slot is None else slot.value
 
-    def render(self, out: list[str], openmetrics: bool, names: frozenset[str] | None) -> None:
+    def render(self, out: Lines, openmetrics: bool, names: frozenset[str] | None) -> None:
         if not self._wanted(names):
             return
         help_lines(out, self.name, self.kind, self.doc, openmetrics)
         for slot in self._series.values():
             out.append(f"{self.name}{{{slot.labels}}} {format_value(slot.value)}\n")
+            out.spill()
 
 
 class CounterFamily(_ValueFamily):
@@ -223,29 +224,38 @@ class HistogramFamily(_Family[_Buckets]):
     def slots(self) -> list[_Buckets]:
         return list(self._series.values())
 
-    def render(self, out: list[str], openmetrics: bool, names: frozenset[str] | None) -> None:
+    def render(self, out: Lines, openmetrics: bool, names: frozenset[str] | None) -> None:
         if not self._wanted(names):
             return
         help_lines(out, self.name, "histogram", self.doc, openmetrics)
+        # Each line is put together from the family's pieces and the series' label
+        # text at every render. Keeping each series' 18 line starts instead cost
+        # 5.3 KB per label set (at 20,000 label sets, tracemalloc), 4x what the
+        # series holds, for no speed: 0.148 µs/line either way at 40,000 label sets.
+        bucket = f"{self.name}_bucket{{"
+        tails = [f',le="{le}"}} ' for le in self._le]
+        count_head = f"{self.name}_count{{"
+        sum_head = f"{self.name}_sum{{"
+        append = out.append
         for slot in self._series.values():
-            prefixes = slot.prefixes
-            if prefixes is None:
-                prefixes = slot.prefixes = [
-                    *(f'{self.name}_bucket{{{slot.labels},le="{le}"}} ' for le in self._le),
-                    f"{self.name}_count{{{slot.labels}}} ",
-                    f"{self.name}_sum{{{slot.labels}}} ",
-                ]
+            labels = slot.labels
             cumulative = 0
-            exemplars = slot.exemplars if openmetrics else None
-            for i, count in enumerate(slot.counts):
-                cumulative += count
-                exemplar = exemplars[i] if exemplars is not None else None
-                if exemplar is None:
-                    out.append(f"{prefixes[i]}{cumulative}.0\n")
-                else:
-                    out.append(f"{prefixes[i]}{cumulative}.0{format_exemplar(exemplar)}\n")
-            out.append(f"{prefixes[-2]}{cumulative}.0\n")
-            out.append(f"{prefixes[-1]}{format_value(slot.sum)}\n")
+            if openmetrics:
+                for tail, count, exemplar in zip(tails, slot.counts, slot.exemplars, strict=True):
+                    cumulative += count
+                    if exemplar is None:
+                        append(f"{bucket}{labels}{tail}{cumulative}.0\n")
+                    else:
+                        append(f"{bucket}{labels}{tail}{cumulative}.0{format_exemplar(exemplar)}\n")
+            else:
+                for tail, count in zip(tails, slot.counts, strict=True):
+                    cumulative += count
+                    append(f"{bucket}{labels}{tail}{cumulative}.0\n")
+            append(
+                f"{count_head}{labels}}} {cumulative}.0\n"
+                f"{sum_head}{labels}}} {format_value(slot.sum)}\n"
+            )
+            out.spill()
 
 
 # (series, bucket index, span, duration): an exemplar to be, collected per span

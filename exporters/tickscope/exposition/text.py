@@ -9,16 +9,24 @@ created, and render a line as a string concatenation (~0.3 µs). The output is
 the same text prometheus_client writes (text format 0.0.4 or OpenMetrics 1.0, with
 exemplars in OpenMetrics); tests parse it with prometheus_client's own parsers
 and promtool. Everything else on /metrics is rendered by prometheus_client.
+
+Families render into `Lines`, which hands its text on every SPILL_LINES lines
+(families call `spill()` between series), so a render never holds all its lines:
+measured at 40,000 label sets (800,000 lines, 176 MB of text), one list of every
+line rendered at 0.43 µs/line against 0.22 at 1,000 label sets, pieces of a few
+hundred lines at 0.15-0.16 µs/line at both, and memory stays one piece.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 __all__ = [
+    "SPILL_LINES",
     "Exemplar",
+    "Lines",
     "RenderedFamilies",
     "braces",
     "escape_help",
@@ -35,6 +43,39 @@ __all__ = [
 Exemplar = tuple[str, str, float, float]
 
 
+# Lines per piece of rendered text (~110 KB at the span metrics' ~220 bytes a
+# line): small enough that joining, encoding and gzipping a piece stays in the
+# CPU's cache. Rendered to gzipped OpenMetrics, µs per line at 100 / 1,600 /
+# 12,800 label sets: 0.61 / 0.55 / 0.55 with 512 (as with 128 or 256), 0.72 /
+# 0.71 / 0.66 with 8,192.
+SPILL_LINES = 512
+
+
+class Lines(list[str]):
+    """Exposition lines being rendered. With a sink, `spill()` hands the lines so
+    far on as one string once there are SPILL_LINES of them and starts over; the
+    sink sees every line once, in order, when `flush()` ends the render. Without
+    one (tests, small renders) it is a plain list that keeps everything."""
+
+    __slots__ = ("_sink",)
+
+    def __init__(self, sink: Callable[[str], None] | None = None) -> None:
+        super().__init__()
+        self._sink = sink
+
+    def spill(self) -> None:
+        """Between two series: hand the text on if a piece is full."""
+        if len(self) >= SPILL_LINES and self._sink is not None:
+            self._sink("".join(self))
+            self.clear()
+
+    def flush(self) -> None:
+        """The render is over: hand on what is left."""
+        if self and self._sink is not None:
+            self._sink("".join(self))
+            self.clear()
+
+
 class RenderedFamilies(Protocol):
     """A source of families that renders itself into exposition text."""
 
@@ -42,9 +83,9 @@ class RenderedFamilies(Protocol):
         """Every sample name it may emit (for /metrics?name[]=...)."""
         ...
 
-    def render(self, out: list[str], openmetrics: bool, names: frozenset[str] | None) -> None:
+    def render(self, out: Lines, openmetrics: bool, names: frozenset[str] | None) -> None:
         """Append lines (each ending in a newline) for the families in `names`
-        (all when None)."""
+        (all when None), calling `out.spill()` between series."""
         ...
 
 

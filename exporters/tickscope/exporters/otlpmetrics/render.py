@@ -10,6 +10,7 @@ from tickscope.exporters.otlpmetrics import expohisto
 from tickscope.exporters.otlpmetrics.accumulator import Exponential
 from tickscope.exposition.text import (
     Exemplar,
+    Lines,
     braces,
     escape_help,
     format_exemplar,
@@ -21,7 +22,7 @@ from tickscope.exposition.text import (
 __all__ = ["render_family", "render_targets"]
 
 
-def render_targets(out: list[str], targets: Any, openmetrics: bool) -> None:
+def render_targets(out: Lines, targets: Any, openmetrics: bool) -> None:
     if openmetrics:
         # The specification: target_info is an info-typed family `target` in OpenMetrics
         # (its samples keep the name target_info); the text format has no info type.
@@ -30,10 +31,11 @@ def render_targets(out: list[str], targets: Any, openmetrics: bool) -> None:
         help_lines(out, "target_info", "gauge", "Target metadata", openmetrics)
     for labels, _ in targets:
         out.append(f"target_info{{{labels}}} 1.0\n")
+        out.spill()
 
 
 def render_family(
-    out: list[str],
+    out: Lines,
     name: str,
     kind: str,
     doc: str,
@@ -66,6 +68,7 @@ def render_family(
                 out.append(f"{name}_sum{braces(labels)} {format_value(stream.sum)}\n")
         else:
             _histogram(out, name, stream, openmetrics, max_exponential_buckets, cache)
+        out.spill()
 
 
 def _histogram(

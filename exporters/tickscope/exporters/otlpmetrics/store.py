@@ -29,7 +29,7 @@ from tickscope.exporters.otlpmetrics.config import MetricsConfig
 from tickscope.exporters.otlpmetrics.names import metric_name, openmetrics_unit
 from tickscope.exporters.otlpmetrics.render import render_family, render_targets
 from tickscope.exporters.otlpmetrics.resource import Labeler
-from tickscope.exposition.text import sample_names, sorted_label_text
+from tickscope.exposition.text import Lines, sample_names, sorted_label_text
 
 __all__ = ["IngestResult", "MetricStore"]
 
@@ -424,7 +424,7 @@ class MetricStore:
             names.extend(family.sample_names)
         return names
 
-    def render(self, out: list[str], openmetrics: bool, names: frozenset[str] | None) -> None:
+    def render(self, out: Lines, openmetrics: bool, names: frozenset[str] | None) -> None:
         now = self._clock()
         if now - self._last_expiry >= self._expiry_every:
             self.expire(now)
