@@ -39,7 +39,7 @@ def test_lines_hand_on_full_pieces_between_series_and_the_rest_at_flush() -> Non
     assert lines == []
     # Without a sink it is a list that keeps every line.
     kept = Lines()
-    for i in range(SPILL_LINES + 1):
+    for _ in range(SPILL_LINES + 1):
         kept.append("x\n")
         kept.spill()
     kept.flush()
