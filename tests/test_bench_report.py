@@ -108,6 +108,10 @@ def test_results_json(report: Path) -> None:
     for r in results["metrics"]:
         assert r["lines"] >= 20 * r["label_sets"]
         assert math.isfinite(r["us_per_line"]) and r["us_per_line"] > 0
+        # The label sets' lines cost less each than the whole render's average, which
+        # carries the fixed ~2 ms of host, process and sidecar metrics.
+        assert 0 < r["us_per_added_line"] < r["us_per_line"]
+        assert r["lines"] - r["empty_lines"] >= 20 * r["label_sets"]
     rec = results["ingest"]["reconcile"]
     assert rec["accepted"] > 0
     assert rec["accepted"] == rec["processed"] == rec["calls_total"] == rec["duration_count"]

@@ -836,7 +836,7 @@ def test_secure_defaults() -> None:
         p.sidecar["securityContext"]["runAsGroup"],
     ) == (10001, 10001)
     assert p.sidecar["resources"] == {
-        "requests": {"cpu": "50m", "memory": "96Mi"},
+        "requests": {"cpu": "25m", "memory": "96Mi"},
         "limits": {"cpu": "500m", "memory": "256Mi"},
     }
     mounts = {m["mountPath"] for m in p.sidecar["volumeMounts"]}

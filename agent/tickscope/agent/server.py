@@ -8,7 +8,7 @@ HTTP server of its own.
 It binds 0.0.0.0 so Prometheus can scrape the pod, so it is built for clients
 that misbehave: a request head must arrive within `read_timeout`, a response
 be taken within `write_timeout`, an idle connection goes after `idle_timeout`;
-/metrics reuses one rendered exposition per (format, encoding, name[] filter)
+/metrics reuses one rendered exposition per (format, name[] filter)
 for `metrics_cache_ttl`, so a flood of scrapes costs writes, not renders. TLS
 and basic auth come from a web config file in the format Prometheus exporters
 share (exporter-toolkit's --web.config.file), so a scrape config that works for
@@ -141,7 +141,7 @@ class ServerConfig(StrictModel):
     )
     metrics_cache_ttl: _CacheTTL = Field(
         1.0,
-        description="A rendered /metrics (per format, encoding and name[] filter) is reused "
+        description="A rendered /metrics (per format and name[] filter, held gzipped) is reused "
         "for this long, so concurrent and back-to-back scrapes cost one render; 0 renders "
         "every scrape.",
     )
