@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 from helpers.otlp_metrics import gauge, histogram, histogram_point, number_point, request
 from helpers.sidecar import ROOT, SidecarProcess, StartSidecar, http_get, run_cli
 from tickscope.agent.config import ConfigError, load_config
+from tickscope.agent.status import HeartbeatStatus, Status
 from tickscope.collectors.engine.heartbeat import (
     HEARTBEAT_METRIC,
     EngineHeartbeats,
@@ -427,6 +428,15 @@ def test_beats_200_stuck_503_restarted_200(
     assert body["reason"].startswith("stale engine heartbeats: main (last heartbeat ")
     (loop,) = body["loops"]
     assert loop["status"] == "stale" and loop["age_seconds"] > MAX_AGE
+    # The status page shows the same verdict, in JSON and as text.
+    (shown,) = sidecar.get("/?format=json").json()["heartbeats"]
+    assert (shown["loop"], shown["status"], shown["max_age_seconds"]) == ("main", "stale", MAX_AGE)
+    assert shown["age_seconds"] > MAX_AGE and shown["reason"].startswith("last heartbeat ")
+    page = sidecar.get("/").text.splitlines()
+    (line,) = [ln for ln in page if ln.startswith("  main ")]
+    assert (
+        line.startswith("  main             STALE    last beat ") and f"limit {MAX_AGE:g}s" in line
+    )
     # The value the probe judged is the one /metrics serves: the last beat, to the microsecond.
     family = sidecar.families()["engine_loop_heartbeat_timestamp_seconds"]
     (sample,) = family.samples
@@ -454,6 +464,37 @@ def test_beats_200_stuck_503_restarted_200(
     beats = families["engine_loop_heartbeat_timestamp_seconds"].samples
     instances = {b.labels["instance"]: b.value for b in beats}
     assert len(instances) == 2 and instances[first_instance] == pytest.approx(last, abs=0.001)
+
+
+def test_status_page_text_of_each_heartbeat_verdict() -> None:
+    status = Status(
+        version="1.2.3",
+        uptime_seconds=5.0,
+        ready=True,
+        heartbeats=[
+            HeartbeatStatus("main", "ok", 0.42, 30.0),
+            HeartbeatStatus("ws", "waiting", None, 10.0, "no heartbeat yet; grace ends in 55.0s"),
+            HeartbeatStatus("orders", "stale", 31.25, 30.0, "last heartbeat 31.2s ago, limit 30s"),
+        ],
+    )
+    text = status.to_text()
+    section = text[text.index("engine heartbeats") :].splitlines()[:4]
+    assert section == [
+        "engine heartbeats (/engine/healthz):",
+        "  main             ok       last beat 0.4s ago   limit 30s",
+        "  ws               waiting  last beat never   limit 10s   "
+        "(no heartbeat yet; grace ends in 55.0s)",
+        "  orders           STALE    last beat 31.2s ago   limit 30s   "
+        "(last heartbeat 31.2s ago, limit 30s)",
+    ]
+    assert status.to_json()["heartbeats"][1] == {
+        "loop": "ws",
+        "status": "waiting",
+        "age_seconds": None,
+        "max_age_seconds": 10.0,
+        "reason": "no heartbeat yet; grace ends in 55.0s",
+    }
+    assert "engine heartbeats" not in Status("1", 0.0, True).to_text()
 
 
 def test_grace_then_missing(start_sidecar: StartSidecar) -> None:

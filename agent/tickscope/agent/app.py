@@ -21,6 +21,7 @@ from tickscope.agent.status import (
     CollectorStatus,
     EngineProcessStatus,
     ForwardStatus,
+    HeartbeatStatus,
     ReadinessCheck,
     SpanStatus,
     Status,
@@ -333,7 +334,22 @@ class Sidecar:
             collectors=collectors,
             engine_processes=engine,
             spans=self._span_status(),
+            heartbeats=self._heartbeat_status(),
         )
+
+    def _heartbeat_status(self) -> list[HeartbeatStatus]:
+        if self.engine_heartbeats is None:
+            return []
+        return [
+            HeartbeatStatus(
+                loop=h.loop,
+                status=h.status,
+                age_seconds=None if h.age is None else round(h.age, 3),
+                max_age_seconds=h.max_age,
+                reason=h.reason or None,
+            )
+            for h in self.engine_heartbeats.check().loops
+        ]
 
     def _span_status(self) -> SpanStatus | None:
         spans = self.spans

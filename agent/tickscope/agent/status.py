@@ -11,6 +11,7 @@ __all__ = [
     "CollectorStatus",
     "EngineProcessStatus",
     "ForwardStatus",
+    "HeartbeatStatus",
     "ReadinessCheck",
     "SpanStatus",
     "Status",
@@ -45,6 +46,17 @@ class EngineProcessStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class HeartbeatStatus:
+    """An engine loop's heartbeat as /engine/healthz judges it."""
+
+    loop: str
+    status: str  # ok, waiting, stale, missing
+    age_seconds: float | None  # since the last beat; None before the first
+    max_age_seconds: float
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ForwardStatus:
     endpoint: str
     sent: int
@@ -71,6 +83,7 @@ class Status:
     collectors: list[CollectorStatus] = field(default_factory=list)
     engine_processes: list[EngineProcessStatus] = field(default_factory=list)
     spans: SpanStatus | None = None
+    heartbeats: list[HeartbeatStatus] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON document: sections and fields that do not apply are left out."""
@@ -122,8 +135,18 @@ class Status:
                 f"  {p.name:<16} {state:<16} restarts {p.restarts}"
                 f"   {'required' if p.required else 'optional'}   ({p.match})"
             )
+        if self.heartbeats:
+            lines.append("")
+            lines.append("engine heartbeats (/engine/healthz):")
+            for h in self.heartbeats:
+                beat = "never" if h.age_seconds is None else f"{h.age_seconds:.1f}s ago"
+                state = h.status if h.status in ("ok", "waiting") else h.status.upper()
+                lines.append(
+                    f"  {h.loop:<16} {state:<8} last beat {beat}   limit {h.max_age_seconds:g}s"
+                    + (f"   ({h.reason})" if h.reason and h.status != "ok" else "")
+                )
         lines.append("")
-        lines.append("endpoints: /metrics  /healthz  /readyz  /?format=json")
+        lines.append("endpoints: /metrics  /healthz  /readyz  /engine/healthz  /?format=json")
         return "\n".join(lines) + "\n"
 
 
@@ -138,7 +161,8 @@ def _without_none(value: Any) -> Any:
         return {
             k: _without_none(v)
             for k, v in value.items()
-            if v is not None or k in ("last_duration_seconds", "last_success_age_seconds", "pid")
+            if v is not None
+            or k in ("last_duration_seconds", "last_success_age_seconds", "pid", "age_seconds")
         }
     if isinstance(value, list):
         return [_without_none(v) for v in value]
