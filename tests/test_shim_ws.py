@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
@@ -28,6 +28,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from helpers.aio import run, until
 from helpers.sidecar import StartSidecar, sample_value
+from helpers.watcher import Watcher
 from tickscope.shim import ccxt_pro
 from tickscope.shim.ccxt_pro import instrument_pro, is_pro, is_pro_instrumented, uninstrument_pro
 
@@ -106,35 +107,6 @@ async def session(
             yield sim, exchange
         finally:
             await exchange.close()
-
-
-class Watcher:
-    """Calls a watch method in a loop, as an engine does, recording every return (with
-    the wall time) and every error (and calling again after one: ccxt.pro reconnects)."""
-
-    def __init__(self, call: Callable[[], Awaitable[Any]]) -> None:
-        self.results: list[tuple[float, Any]] = []
-        self.errors: list[BaseException] = []
-        self._call = call
-        self._task = asyncio.ensure_future(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                result = await self._call()
-            except ccxt.BaseError as exc:
-                self.errors.append(exc)
-                await asyncio.sleep(0.01)
-            else:
-                self.results.append((time.time(), result))
-
-    @property
-    def count(self) -> int:
-        return len(self.results)
-
-    async def stop(self) -> None:
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
 
 
 # -- against the simulator -------------------------------------------------------------
@@ -318,7 +290,7 @@ def test_reconnects_are_counted_after_forced_drops_and_the_drops_as_errors() -> 
                         for method, watcher in (("watch_ticker", tickers), ("watch_trades", trades))
                     }
                     assert len(tickers.errors) >= 2 and len(trades.errors) >= 2
-                    assert all(isinstance(e, ccxt.NetworkError) for e in tickers.errors)
+                    assert all(isinstance(e, ccxt.NetworkError) for _, e in tickers.errors)
                 finally:
                     await tickers.stop()
                     await trades.stop()

@@ -15,7 +15,7 @@ import logging
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -26,6 +26,7 @@ import pytest
 from exchange_simulator import BinanceSimulator, point_at
 
 from helpers.aio import run, until
+from helpers.watcher import Watcher
 
 # watch_ticker asks for the miniTicker stream: ccxt.pro's watchTickers drops the
 # callerMethodName before it reads options['watchTicker']['name'].
@@ -46,35 +47,6 @@ async def session(**kwargs: Any) -> AsyncIterator[tuple[BinanceSimulator, Any]]:
             yield sim, exchange
         finally:
             await exchange.close()
-
-
-class Watcher:
-    """Calls a watch method in a loop, as an engine does, recording every return
-    and every error (and calling again after an error: ccxt.pro reconnects then)."""
-
-    def __init__(self, call: Callable[[], Awaitable[Any]]) -> None:
-        self.results: list[tuple[float, Any]] = []
-        self.errors: list[tuple[float, BaseException]] = []
-        self._call = call
-        self._task = asyncio.ensure_future(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                result = await self._call()
-            except (ccxt.NetworkError, ccxt.ExchangeError) as exc:
-                self.errors.append((time.monotonic(), exc))
-                await asyncio.sleep(0.01)
-            else:
-                self.results.append((time.monotonic(), result))
-
-    @property
-    def count(self) -> int:
-        return len(self.results)
-
-    async def stop(self) -> None:
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
 
 
 def sent(sim: BinanceSimulator, stream: str) -> int:
@@ -99,7 +71,7 @@ def test_point_at_rewrites_rest_and_websocket_urls() -> None:
 def test_watch_ticker_returns_once_per_pushed_update() -> None:
     async def main() -> None:
         async with session(ws_rate=0) as (sim, exchange):
-            watcher = Watcher(lambda: exchange.watch_ticker("BTC/USDT"))
+            watcher = Watcher(lambda: exchange.watch_ticker("BTC/USDT"), time.monotonic)
             try:
                 await until(lambda: sim.subscribers(BTC_TICKER) == 1, what="the subscription")
                 assert sim.push(BTC_TICKER, count=25, interval=0.02) == 1
@@ -155,8 +127,8 @@ def test_order_book_follows_the_diff_stream_over_the_rest_snapshot() -> None:
 def test_a_paused_stream_is_silent_while_another_keeps_going() -> None:
     async def main() -> None:
         async with session(ws_rate=40) as (sim, exchange):
-            btc = Watcher(lambda: exchange.watch_ticker("BTC/USDT"))
-            eth = Watcher(lambda: exchange.watch_ticker("ETH/USDT"))
+            btc = Watcher(lambda: exchange.watch_ticker("BTC/USDT"), time.monotonic)
+            eth = Watcher(lambda: exchange.watch_ticker("ETH/USDT"), time.monotonic)
             try:
                 await until(lambda: btc.count > 2 and eth.count > 2, what="both tickers")
                 sim.pause_streams(stream=BTC_TICKER)
@@ -192,7 +164,7 @@ def test_a_paused_stream_is_silent_while_another_keeps_going() -> None:
 def test_ccxt_pro_reconnects_after_a_drop(mode: str, refuse_seconds: float) -> None:
     async def main() -> None:
         async with session(ws_rate=20) as (sim, exchange):
-            watcher = Watcher(lambda: exchange.watch_ticker("BTC/USDT"))
+            watcher = Watcher(lambda: exchange.watch_ticker("BTC/USDT"), time.monotonic)
             try:
                 await until(lambda: watcher.count >= 3, what="tickers")
                 dropped_at = time.monotonic()
@@ -223,8 +195,8 @@ def test_ccxt_pro_reconnects_after_a_drop(mode: str, refuse_seconds: float) -> N
 def test_lag_shows_in_the_timestamps_ccxt_returns_and_delay_in_arrival() -> None:
     async def main() -> None:
         async with session(ws_rate=0) as (sim, exchange):
-            watcher = Watcher(lambda: exchange.watch_ticker("BTC/USDT"))
-            trades = Watcher(lambda: exchange.watch_trades("ETH/USDT"))
+            watcher = Watcher(lambda: exchange.watch_ticker("BTC/USDT"), time.monotonic)
+            trades = Watcher(lambda: exchange.watch_trades("ETH/USDT"), time.monotonic)
             try:
                 await until(lambda: sim.subscribers(BTC_TICKER) == 1, what="ticker subscription")
                 await until(lambda: sim.subscribers("ethusdt@trade") == 1, what="trades")
@@ -260,8 +232,8 @@ def test_lag_shows_in_the_timestamps_ccxt_returns_and_delay_in_arrival() -> None
 def test_the_clock_offset_moves_server_time_the_date_header_and_ws_times(offset: float) -> None:
     async def main() -> None:
         async with session(ws_rate=0, clock_offset=offset) as (sim, exchange):
-            watcher = Watcher(lambda: exchange.watch_ticker("BTC/USDT"))
-            ohlcv = Watcher(lambda: exchange.watch_ohlcv("BTC/USDT", "1s"))
+            watcher = Watcher(lambda: exchange.watch_ticker("BTC/USDT"), time.monotonic)
+            ohlcv = Watcher(lambda: exchange.watch_ohlcv("BTC/USDT", "1s"), time.monotonic)
             try:
                 expected_ms = offset * 1000
                 server = await exchange.fetch_time()
@@ -321,8 +293,8 @@ def test_signed_requests_outside_the_recv_window_fail_as_invalid_nonce(offset: f
 def test_watch_orders_and_watch_balance_see_orders_placed_over_rest() -> None:
     async def main() -> None:
         async with session(ws_rate=0) as (sim, exchange):
-            orders = Watcher(lambda: exchange.watch_orders())
-            balances = Watcher(lambda: exchange.watch_balance())
+            orders = Watcher(lambda: exchange.watch_orders(), time.monotonic)
+            balances = Watcher(lambda: exchange.watch_balance(), time.monotonic)
             try:
                 await until(lambda: sim.subscribers("userData") == 1, what="user data")
                 placed = await exchange.create_order("BTC/USDT", "limit", "buy", 0.01, 50_000)
@@ -420,7 +392,7 @@ def test_http_controls_from_another_thread() -> None:
 
         async def main() -> None:
             exchange = sim.point(ccxtpro.binance(sim.ccxt_config()))
-            watcher = Watcher(lambda: exchange.watch_ticker("BTC/USDT"))
+            watcher = Watcher(lambda: exchange.watch_ticker("BTC/USDT"), time.monotonic)
             try:
                 await until(lambda: sim.subscribers(BTC_TICKER) == 1)
                 status, body = await asyncio.to_thread(
@@ -484,7 +456,7 @@ def test_no_credential_reaches_the_state_the_wire_or_the_log(
 
     async def main() -> None:
         async with session(ws_rate=0) as (sim, exchange):
-            balances = Watcher(lambda: exchange.watch_balance())
+            balances = Watcher(lambda: exchange.watch_balance(), time.monotonic)
             try:
                 await until(lambda: sim.subscribers("userData") == 1)
                 await exchange.create_order("BTC/USDT", "market", "buy", 0.001)
@@ -519,7 +491,7 @@ def test_stop_closes_open_websockets_promptly() -> None:
         sim = BinanceSimulator(seed=3)
         await sim.start()
         exchange = sim.point(ccxtpro.binance(sim.ccxt_config()))
-        watcher = Watcher(lambda: exchange.watch_order_book("BTC/USDT"))
+        watcher = Watcher(lambda: exchange.watch_order_book("BTC/USDT"), time.monotonic)
         try:
             await until(lambda: watcher.count >= 2)
             started = time.monotonic()
