@@ -22,7 +22,9 @@ from __future__ import annotations
 import argparse
 import gzip
 import http.client
+import json
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -36,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_otlp import fresh_ceiling, post_batches, scrape_value
 from bench_scrape import PROMETHEUS_HEADERS
-from common import LoadGenerator, free_port, percentile, sidecar
+from common import ROOT, LoadGenerator, free_port, percentile, sidecar
 from otlp_batches import make_batches, make_request
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -284,6 +286,62 @@ class PacedSender(threading.Thread):
         conn.close()
 
 
+def rss_kinds(pid: int) -> dict[str, float]:
+    """The process's RSS by kind (/proc/PID/status), MiB: anonymous memory (the Python
+    heap, native allocations, thread stacks) and file-backed pages (the interpreter
+    and the extension modules' shared libraries, as far as they were touched)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("RssAnon", "RssFile", "RssShmem"):
+            fields[name] = int(value.split()[0]) / 1024
+    return {"anonymous": fields["RssAnon"], "file": fields["RssFile"] + fields["RssShmem"]}
+
+
+# What the sidecar imports, in the order it first imports them, grouped by what
+# pulls each in (tickscope's own modules after their dependencies).
+IMPORT_STEPS = (
+    ("asyncio, ssl", "asyncio, ssl"),
+    ("pydantic", "pydantic"),
+    ("PyYAML", "yaml"),
+    ("prometheus_client (with http.server, wsgiref)", "prometheus_client"),
+    ("aiohttp (its package imports the client too)", "aiohttp.web"),
+    ("protobuf and the OTLP classes", "opentelemetry.proto.collector.trace.v1.trace_service_pb2, "
+     "opentelemetry.proto.collector.metrics.v1.metrics_service_pb2"),
+    ("google-re2, bcrypt, psutil", "re2, bcrypt, psutil"),
+    ("tickscope's sidecar modules", "tickscope.agent.cli, tickscope.agent.app"),
+    ("grpcio (the gRPC receiver)", "grpc, grpc.aio, tickscope.receivers.otlp_grpc"),
+)  # fmt: skip
+
+_IMPORT_PROBE = """
+import importlib, json, sys
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+steps = json.loads(sys.argv[1])
+out = [["Python 3 interpreter", rss()]]
+for label, modules in steps:
+    before = rss()
+    for name in modules.split(", "):
+        importlib.import_module(name)
+    out.append([label, rss() - before])
+print(json.dumps(out))
+"""
+
+
+def import_costs() -> list[tuple[str, float]]:
+    """RSS each step of the sidecar's imports adds, MiB, in a fresh interpreter."""
+    result = subprocess.run(
+        [sys.executable, "-c", _IMPORT_PROBE, json.dumps(IMPORT_STEPS)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    return [(label, mib) for label, mib in json.loads(result.stdout)]
+
+
 def footprint(
     rates: tuple[int, ...] = (100, 1000, 10000), idle_seconds: float = 30.0, seconds: float = 12.0
 ) -> dict[str, Any]:
@@ -299,6 +357,7 @@ def footprint(
         conn.close()
         time.sleep(2.5)  # past one collection after the scrapes
         default_rss = process.memory_info().rss
+        kinds = rss_kinds(proc.pid)
         cpu, started = cpu_seconds(process), time.perf_counter()
         time.sleep(idle_seconds)
         idle = {
@@ -331,6 +390,8 @@ def footprint(
     return {
         "default_rss_mib": default_rss / 2**20,
         "default_rss_mb": default_rss / 1e6,
+        "default_rss_kinds_mib": kinds,
+        "imports": import_costs(),
         "idle_seconds": idle_seconds,
         "seconds": seconds,
         "points": points,

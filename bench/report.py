@@ -333,6 +333,30 @@ def table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
     return "\n".join(out)
 
 
+def rss_breakdown(foot: dict[str, Any]) -> list[str]:
+    """Where the default-config RSS goes: the running sidecar's anonymous and
+    file-backed pages, and what each step of its imports adds in a fresh interpreter."""
+    kinds = foot["default_rss_kinds_mib"]
+    imports = foot["imports"]
+    imported = sum(mib for _, mib in imports)
+    return [
+        "### Where the default-config RSS goes",
+        "",
+        f"The running sidecar above: {kinds['anonymous']:.1f} MiB anonymous (the Python heap, "
+        f"native allocations, thread stacks) and {kinds['file']:.1f} MiB of file-backed pages "
+        "(the interpreter's and the extension modules' shared libraries, as far as they were "
+        "touched). What each step of its imports adds, in the order the sidecar makes them, "
+        f"in a fresh interpreter ({imported:.1f} MiB in all; running, collecting and serving "
+        f"add {foot['default_rss_mib'] - imported:.1f} MiB):",
+        "",
+        table(
+            ["imported", "RSS MiB"],
+            [[label, f"{mib:.1f}"] for label, mib in imports],
+        ),
+        "",
+    ]
+
+
 def kb_after_scrapes(m: dict[str, Any]) -> float:
     """RSS per label set once /metrics has been served: what a pod's limit must hold
     (the issue's 11 KB per label set was measured so)."""
@@ -619,6 +643,7 @@ def markdown(results: dict[str, Any], quick: bool) -> str:
         "",
         "![footprint](img/performance/footprint.png)",
         "",
+        *rss_breakdown(results["footprint"]),
         "## The engine side: shim overhead with 1 and 8 threads, and export encoding",
         "",
         "A sync ccxt `fetch_ticker` with ccxt's HTTP session stubbed in memory, from 1 and "

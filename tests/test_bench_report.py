@@ -22,12 +22,12 @@ NUMBER = re.compile(r"^[+-]?[\d,]+(\.\d+)?%?$")
 
 
 def tables(markdown: str) -> dict[str, list[list[str]]]:
-    """Each `## section`'s table, as rows of cells (header first)."""
+    """Each `## section`'s (or `### section`'s) table, as rows of cells (header first)."""
     out: dict[str, list[list[str]]] = {}
     section = ""
     for line in markdown.splitlines():
-        if line.startswith("## "):
-            section = line[3:]
+        if line.startswith(("## ", "### ")):
+            section = line.split(" ", 1)[1]
         elif line.startswith("|") and not line.startswith(("|:", "|-")):
             out.setdefault(section, []).append([c.strip() for c in line.strip("| ").split("|")])
     return out
@@ -78,6 +78,10 @@ def test_tables_hold_numbers(report: Path) -> None:
     footprint = t["The sidecar's footprint: what a pod's requests and limits come from"]
     assert [r[0] for r in footprint[1:]] == ["idle", "100", "1,000", "10,000"]
     numeric_rows(footprint, 1)
+    imports = t["Where the default-config RSS goes"]
+    assert imports[0] == ["imported", "RSS MiB"] and imports[1][0] == "Python 3 interpreter"
+    assert len(imports) == 11
+    numeric_rows(imports, 1)
     shim = t["The engine side: shim overhead with 1 and 8 threads, and export encoding"]
     assert [(r[0], r[1]) for r in shim[1:]] == [
         (n, v) for n in ("1", "8") for v in ("uninstrumented", "shim", "bare SDK span")
@@ -116,6 +120,14 @@ def test_results_json(report: Path) -> None:
     assert rec["accepted"] > 0
     assert rec["accepted"] == rec["processed"] == rec["calls_total"] == rec["duration_count"]
     assert [p["rate"] for p in results["footprint"]["points"]] == [0, 100, 1000, 10000]
+    foot = results["footprint"]
+    labels = [label for label, _ in foot["imports"]]
+    assert labels[0] == "Python 3 interpreter" and labels[-1] == "grpcio (the gRPC receiver)"
+    assert len(labels) == 10 and all(math.isfinite(mib) for _, mib in foot["imports"])
+    kinds = foot["default_rss_kinds_mib"]
+    # Anonymous and file-backed pages are the RSS, to /proc's kB rounding and the
+    # moment between the two readings.
+    assert abs(kinds["anonymous"] + kinds["file"] - foot["default_rss_mib"]) < 1.0
     for p in results["footprint"]["points"]:
         assert math.isfinite(p["millicores"]) and p["rss_mib"] > 0
     assert sorted(results["shim"]["threads"]) == ["1", "8"]
