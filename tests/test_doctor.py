@@ -67,6 +67,102 @@ def test_reachable() -> None:
     )
 
 
+def test_reachable_over_tls_and_behind_basic_auth() -> None:
+    verify = Fetched(
+        None,
+        error="certificate verify failed: self-signed certificate",
+        fix="pass --ca-file with the CA certificate that signed the admin port's certificate",
+        kind="tls_verify",
+    )
+    assert doctor.check_reachable("https://h:1", verify) == Result(
+        "sidecar reachable",
+        FAIL,
+        "https://h:1: certificate verify failed: self-signed certificate",
+        "pass --ca-file with the CA certificate that signed the admin port's certificate",
+    )
+    odd = doctor.check_reachable("https://h:1", Fetched(None, error="TLS: boom", kind="tls"))
+    assert (odd.detail, odd.fix) == ("https://h:1: TLS: boom", doctor.TLS_FIX)
+    # Probes behind basic auth (server.probes_without_auth: false).
+    locked = doctor.check_reachable("https://h:1", Fetched(401, b"401 Unauthorized\n"))
+    assert locked == Result(
+        "sidecar basic auth",
+        FAIL,
+        "https://h:1/readyz answered HTTP 401 Unauthorized: no user:password in the URL",
+        "basic auth required: put user:password@ in the URL "
+        "(tickscope doctor https://USER:PASSWORD@HOST:9464)",
+    )
+
+
+def test_refused() -> None:
+    assert doctor.refused("https://h:1/metrics", Fetched(200, b"")) is None
+    wrong = doctor.refused("https://h:1/metrics", Fetched(401, b""), user="ops")
+    assert wrong == Result(
+        "sidecar basic auth",
+        FAIL,
+        "https://h:1/metrics answered HTTP 401 Unauthorized: user 'ops' and its password refused",
+        "basic auth required: put user:password@ in the URL: check the user and password "
+        "against the web config's basic_auth_users",
+    )
+    sans = Fetched(403, b"403 Forbidden: client certificate not allowed\n")
+    assert doctor.refused("https://h:1/metrics", sans) == Result(
+        "sidecar client certificate",
+        FAIL,
+        "https://h:1/metrics answered HTTP 403: client certificate not allowed",
+        "none of the --cert-file certificate's subjectAltNames is in the web config's "
+        "client_allowed_sans: use a certificate issued for an allowed name, or add its name",
+    )
+    assert doctor.refused("https://h:1/metrics", Fetched(403, b"elsewhere")) is None
+
+
+def test_tls() -> None:
+    from tickscope.agent.httpclient import TLSInfo, TLSOptions
+
+    now = 1_800_000_000.0
+    ca = TLSOptions(ca_file=Path("/etc/ca.crt"))
+    info = TLSInfo("TLSv1.3", "TLS_AES_256_GCM_SHA384", now + 30 * 86400)
+    assert doctor.check_tls("https://h:1", ca, info, True, now) == Result(
+        "sidecar TLS",
+        OK,
+        "TLSv1.3, certificate verified against --ca-file /etc/ca.crt; expires 2027-02-14 08:00 UTC",
+    )
+    mtls = TLSOptions(None, Path("c.crt"), Path("c.key"))
+    soon = doctor.check_tls("https://h:1", mtls, info, True, now + 20 * 86400)
+    assert (soon.verdict if soon else None, soon.detail if soon else None) == (
+        WARN,
+        "TLSv1.3, certificate verified against the system's CAs; client certificate c.crt; "
+        "it expires 2027-02-14 08:00 UTC (in 10 days)",
+    )
+    hours = doctor.check_tls("https://h:1", ca, info, False, now + 29 * 86400, renew_days=2)
+    assert hours is not None and hours.detail.endswith("(in 24 hours)")
+    insecure = doctor.check_tls(
+        "https://h:1",
+        TLSOptions(insecure_skip_verify=True),
+        TLSInfo("TLSv1.2", "x", None),
+        False,
+        now,
+    )
+    assert insecure is not None and (insecure.verdict, insecure.detail) == (
+        WARN,
+        "TLSv1.2; the certificate is not verified (--insecure-skip-verify)",
+    )
+    failed = doctor.check_tls("https://h:1", ca, "https://h:1: timed out after 5s", False, now)
+    assert failed is not None and (failed.verdict, failed.detail) == (
+        WARN,
+        "the handshake for this check failed: https://h:1: timed out after 5s",
+    )
+    # Plain HTTP: a password sent in clear is worth a warning, unless to this machine.
+    clear = doctor.check_tls("http://sidecar:9464", TLSOptions(), None, True, now)
+    assert clear == Result(
+        "sidecar TLS",
+        WARN,
+        "basic auth over plain HTTP: the password crosses the network readable",
+        "serve the admin port over TLS (tls_server_config in the web config, docs/security.md) "
+        "and use https://",
+    )
+    assert doctor.check_tls("http://127.0.0.1:9464", TLSOptions(), None, True, now) is None
+    assert doctor.check_tls("http://sidecar:9464", TLSOptions(), None, False, now) is None
+
+
 FIRST = "first collection not done yet"
 
 
@@ -324,6 +420,15 @@ def test_prometheus_target() -> None:
     )
     wrong_job = check(target("http://127.0.0.1:9464/metrics", job="sidecar"))
     assert (wrong_job.verdict, wrong_job.detail) == (WARN, "up, but under job 'sidecar'")
+    # An HTTPS admin port: the scrape config needs its scheme, CA and credentials too.
+    https = doctor.check_prometheus_target(
+        {"data": {"activeTargets": []}}, "https://ops:pw@localhost:9464"
+    )
+    assert https.fix is not None and https.fix.endswith(
+        "serviceMonitor.enabled=true); the admin port serves HTTPS: also scheme: https, "
+        "tls_config: {ca_file: CA} and basic_auth as its web config needs (docs/security.md)"
+    )
+    assert "pw" not in https.detail + https.fix
 
 
 def rules(*entries: dict[str, Any]) -> dict[str, Any]:

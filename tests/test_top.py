@@ -273,6 +273,34 @@ def test_frame_at_80x24(frame: topdata.Frame) -> None:
     assert len(lines) == 23
 
 
+def test_the_header_shows_the_url_without_credentials_and_unverified_tls(
+    frame: topdata.Frame,
+) -> None:
+    from tickscope.agent.top import _view, configure
+
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    args = parser.parse_args(
+        [
+            "https://ops:s%3Acret@127.0.0.1:9464",
+            "--insecure-skip-verify",
+            "--prometheus",
+            "http://admin:pw@127.0.0.1:9090",
+        ]
+    )
+    view = _view(args)
+    assert (view.url, view.prometheus, view.insecure) == (
+        "https://127.0.0.1:9464",
+        "http://127.0.0.1:9090",
+        True,
+    )
+    view.clock = "13:45:02"
+    assert render(frame, view, 120, 24).plain(120)[0] == (
+        "tickscope top 13:45:02  https://127.0.0.1:9464  TLS unverified  v9.9.9  rates over 2s"
+        "  q quits"
+    )
+
+
 def test_a_small_screen_shares_rows_and_says_how_many_are_left(frame: topdata.Frame) -> None:
     lines = render(frame, fixture_view(), 80, 15).plain(80)
     assert len(lines) == 15

@@ -2,9 +2,11 @@
 
 Each check is a small pure function over data fetched once (the sidecar's /readyz,
 status JSON and /metrics, this machine's processes, Prometheus' API answers), so
-that the tests give it exact inputs; `run_checks` does the fetching. Verdicts:
-ok, warn, fail, and skip (the check does not apply: no shim metrics to compare, no
-exchange clock measured). Exit code 0 (all ok or skipped), 1 (warnings), 2 (failures).
+that the tests give it exact inputs; `run_checks` does the fetching (through httpclient.py:
+basic auth from `user:password@` in the URL, and the TLS options for an admin port that serves
+HTTPS). Verdicts: ok, warn, fail, and skip (the check does not apply: no shim metrics to
+compare, no exchange clock measured). Exit code 0 (all ok or skipped), 1 (warnings),
+2 (failures, or a TLS option or URL that cannot be used).
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ import json
 import os
 import re
 import secrets
+import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from tickscope.agent import httpclient
+from tickscope.agent.httpclient import Client, OptionError, RequestError, TLSInfo, TLSOptions
 
 __all__ = [
     "EXPECTED_ALERTS",
@@ -43,6 +47,7 @@ __all__ = [
     "check_rejections",
     "check_rule_health",
     "check_rules_loaded",
+    "check_tls",
     "check_versions",
     "exit_code",
     "main",
@@ -110,11 +115,14 @@ class Result:
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    """One HTTP GET: the status and body, or why there was none."""
+    """One HTTP GET: the status and body, or why there was none (`kind`, httpclient's:
+    connect, timeout, tls_verify, http_on_tls, ...; `fix`: what to do, when it is known)."""
 
     status: int | None
     body: bytes = b""
     error: str | None = None
+    fix: str | None = None
+    kind: str | None = None
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -177,8 +185,50 @@ def _n(value: float) -> str:
 # --- the sidecar -------------------------------------------------------------------
 
 
-def check_reachable(url: str, readyz: Fetched) -> Result:
+AUTH_FIX = "basic auth required: put user:password@ in the URL"
+AUTH_EXAMPLE = " (tickscope doctor https://USER:PASSWORD@HOST:9464)"
+TLS_FIX = (
+    "check the TLS options (--ca-file, --cert-file, --key-file) against the web config's "
+    "tls_server_config"
+)
+
+
+def refused(where: str, answer: Fetched, user: str | None = None) -> Result | None:
+    """The admin port's guard said no: 401 (basic auth) or 403 (a client certificate not in
+    client_allowed_sans). `user`: the one in the URL, None when it had none."""
+    if answer.status == 401:
+        if user is None:
+            return Result(
+                "sidecar basic auth",
+                FAIL,
+                f"{where} answered HTTP 401 Unauthorized: no user:password in the URL",
+                AUTH_FIX + AUTH_EXAMPLE,
+            )
+        return Result(
+            "sidecar basic auth",
+            FAIL,
+            f"{where} answered HTTP 401 Unauthorized: user {user!r} and its password refused",
+            AUTH_FIX + ": check the user and password against the web config's basic_auth_users",
+        )
+    if answer.status == 403 and b"client certificate" in answer.body:
+        return Result(
+            "sidecar client certificate",
+            FAIL,
+            f"{where} answered HTTP 403: client certificate not allowed",
+            "none of the --cert-file certificate's subjectAltNames is in the web config's "
+            "client_allowed_sans: use a certificate issued for an allowed name, or add its name",
+        )
+    return None
+
+
+def check_reachable(url: str, readyz: Fetched, user: str | None = None) -> Result:
     name = "sidecar reachable"
+    guard = refused(f"{url}/readyz", readyz, user)
+    if guard is not None:
+        return guard
+    if readyz.status is None and (readyz.fix or readyz.kind not in (None, "connect", "timeout")):
+        # It answered, but not in a way HTTP can use: TLS refused or not spoken.
+        return Result(name, FAIL, f"{url}: {readyz.error}", readyz.fix or TLS_FIX)
     if readyz.status is None:
         return Result(
             name,
@@ -196,6 +246,63 @@ def check_reachable(url: str, readyz: Fetched) -> Result:
         f"{url}/readyz answered HTTP {readyz.status}: {readyz.body[:200].decode(errors='replace')}",
         "is this the sidecar's admin address (server.port, 9464 by default)?",
     )
+
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _when(seconds: float) -> str:
+    hours = seconds / 3600
+    return f"in {hours / 24:.0f} days" if hours >= 48 else f"in {hours:.0f} hours"
+
+
+def check_tls(
+    url: str,
+    tls: TLSOptions,
+    info: TLSInfo | str | None,
+    credentials: bool,
+    now: float,
+    renew_days: float = 14.0,
+) -> Result | None:
+    """How the admin port was reached. `info`: the handshake (a str: why it failed; None for
+    plain HTTP); `credentials`: the URL had user:password@. None when there is nothing to
+    say (plain HTTP without a password, or to this machine)."""
+    name = "sidecar TLS"
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "https":
+        if credentials and (parts.hostname or "").lower() not in _LOOPBACK:
+            return Result(
+                name,
+                WARN,
+                "basic auth over plain HTTP: the password crosses the network readable",
+                "serve the admin port over TLS (tls_server_config in the web config, "
+                "docs/security.md) and use https://",
+            )
+        return None
+    if info is None or isinstance(info, str):
+        return Result(name, WARN, f"the handshake for this check failed: {info}", TLS_FIX)
+    if tls.insecure_skip_verify:
+        return Result(
+            name,
+            WARN,
+            f"{info.version}; the certificate is not verified (--insecure-skip-verify)",
+            "pass --ca-file with the CA certificate that signed the admin port's certificate, "
+            "so that a wrong or swapped one is noticed",
+        )
+    detail = f"{info.version}, certificate {tls.describe()}"
+    if info.not_after is None:
+        return Result(name, OK, detail)
+    ends = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(info.not_after))
+    left = info.not_after - now
+    if left < renew_days * 86400:
+        return Result(
+            name,
+            WARN,
+            f"{detail}; it expires {ends} ({_when(left)})",
+            "renew tls_server_config's certificate and restart the sidecar (it reads the web "
+            "config once, at startup)",
+        )
+    return Result(name, OK, f"{detail}; expires {ends}")
 
 
 def check_ready(readyz: Mapping[str, Any]) -> Result:
@@ -605,6 +712,12 @@ def check_prometheus_target(targets: Mapping[str, Any], sidecar_url: str) -> Res
     mine = [t for t in active if _hostport(str(t.get("scrapeUrl", ""))) == want]
     if not mine:
         jobs = sorted({str((t.get("labels") or {}).get("job", "?")) for t in active})
+        secured = (
+            "; the admin port serves HTTPS: also scheme: https, tls_config: {ca_file: CA} and "
+            "basic_auth as its web config needs (docs/security.md)"
+            if urllib.parse.urlsplit(sidecar_url).scheme == "https"
+            else ""
+        )
         return Result(
             name,
             FAIL,
@@ -612,7 +725,7 @@ def check_prometheus_target(targets: Mapping[str, Any], sidecar_url: str) -> Res
             + (f" (jobs: {', '.join(jobs)})" if jobs else ""),
             "add a scrape config: job_name: tickscope, static_configs: [{targets: "
             f"['{want[0]}:{want[1]}']}}] (or the chart's ServiceMonitor, "
-            "serviceMonitor.enabled=true)",
+            "serviceMonitor.enabled=true)" + secured,
         )
     t = mine[0]
     job = str((t.get("labels") or {}).get("job", ""))
@@ -734,16 +847,20 @@ def render(results: Sequence[Result]) -> str:
 # --- fetching ----------------------------------------------------------------------
 
 
-def fetch(url: str, timeout: float, data: bytes | None = None, **headers: str) -> Fetched:
-    request = urllib.request.Request(url, data=data, headers=headers)
+def fetch(client: Client, url: str, data: bytes | None = None, **headers: str) -> Fetched:
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as r:
-            return Fetched(r.status, r.read())
-    except urllib.error.HTTPError as e:
-        return Fetched(e.code, e.read(), f"HTTP {e.code}")
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", e)
-        return Fetched(None, b"", str(reason) or type(e).__name__)
+        answer = client.request(url, data, headers)
+    except RequestError as e:
+        return Fetched(None, b"", e.reason, e.hint, e.kind)
+    if answer.status == 200:
+        return Fetched(answer.status, answer.body)
+    return Fetched(answer.status, answer.body, f"HTTP {answer.status}")
+
+
+def plain_client(timeout: float, peer: str) -> Client:
+    """A client for what is not the sidecar's admin port (Prometheus, Alertmanager, the OTLP
+    receiver): the system's CAs, credentials only from its own URL."""
+    return Client(timeout=timeout, user_agent="tickscope-doctor", peer=peer, tls_flags=False)
 
 
 def local_processes() -> list[ProcessInfo]:
@@ -791,9 +908,13 @@ def send_probe(
     scrape: Callable[[], Samples | None],
     before: Samples,
     timeout: float,
+    client: Client | None = None,
 ) -> ProbeOutcome:
+    # The receiver is plain HTTP on the pod's loopback: the admin port's TLS options and
+    # credentials are not for it.
+    client = client or plain_client(timeout, "the OTLP receiver")
     url = receiver_url + "/v1/traces"
-    answer = fetch(url, timeout, _probe_body(), **{"Content-Type": "application/x-protobuf"})
+    answer = fetch(client, url, _probe_body(), **{"Content-Type": "application/x-protobuf"})
     if answer.status != 200:
         body = answer.body[:200].decode(errors="replace")
         return ProbeOutcome(
@@ -820,6 +941,8 @@ class Options:
     window: float = 2.0
     timeout: float = 5.0
     processes: Callable[[], list[ProcessInfo]] = field(default=local_processes)
+    tls: TLSOptions = field(default_factory=TLSOptions)  # the sidecar's admin port only
+    renew_days: float = 14.0  # a certificate ending sooner is a warning
 
 
 def _receiver_url(sidecar_url: str, port: int) -> str:
@@ -829,28 +952,48 @@ def _receiver_url(sidecar_url: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
-def _sidecar_checks(opts: Options) -> list[Result]:
-    url = opts.url.rstrip("/")
-    readyz = fetch(url + "/readyz", opts.timeout)
-    reachable = check_reachable(url, readyz)
+def _sidecar_checks(opts: Options, client: Client) -> list[Result]:
+    # `base` holds the credentials and goes only to the client; `url` is what is shown.
+    base = httpclient.with_scheme(opts.url).rstrip("/")
+    url, credentials = httpclient.split_credentials(base)
+    user = credentials[0] if credentials is not None else None
+    readyz = fetch(client, base + "/readyz")
+    reachable = check_reachable(url, readyz, user)
     results = [reachable]
     if reachable.verdict != OK:
         return results
+    info: TLSInfo | str | None = None
+    if url.startswith("https://"):
+        try:
+            info = httpclient.handshake(client, url)
+        except RequestError as e:
+            info = str(e)
+    transport = check_tls(
+        url, opts.tls, info, credentials is not None, time.time(), opts.renew_days
+    )
+    if transport is not None:
+        results.append(transport)
     try:
         results.append(check_ready(readyz.json()))
     except ValueError:
         results.append(Result("sidecar ready", FAIL, "/readyz did not answer JSON"))
-    status_answer = fetch(url + "/?format=json", opts.timeout)
-    metrics_answer = fetch(url + "/metrics", opts.timeout)
-    for what, answer in (("status", status_answer), ("/metrics", metrics_answer)):
+    status_answer = fetch(client, base + "/?format=json")
+    metrics_answer = fetch(client, base + "/metrics")
+    for what, path, answer in (
+        ("status", "/?format=json", status_answer),
+        ("/metrics", "/metrics", metrics_answer),
+    ):
         if answer.status != 200:
-            fix = (
-                "give credentials the admin port accepts (server.web_config_file)"
-                if answer.status == 401
-                else "see the sidecar's log"
-            )
             results.append(
-                Result(f"sidecar {what}", FAIL, f"HTTP {answer.status}: {answer.error}", fix)
+                refused(url + path, answer, user)
+                or Result(
+                    f"sidecar {what}",
+                    FAIL,
+                    f"HTTP {answer.status}: {answer.error}"
+                    if answer.status is not None
+                    else f"{url}{path}: {answer.error}",
+                    answer.fix or "see the sidecar's log",
+                )
             )
             return results
     status: dict[str, Any] = status_answer.json()
@@ -858,7 +1001,7 @@ def _sidecar_checks(opts: Options) -> list[Result]:
     results.extend(check_engines(status, opts.processes()))
 
     def scrape() -> Samples | None:
-        answer = fetch(url + "/metrics", opts.timeout)
+        answer = fetch(client, base + "/metrics")
         return parse_metrics(answer.body.decode()) if answer.status == 200 else None
 
     started = time.monotonic()
@@ -869,7 +1012,11 @@ def _sidecar_checks(opts: Options) -> list[Result]:
     probe = None
     if receivers.get("otlp_http"):
         probe = send_probe(
-            _receiver_url(url, int(receivers["otlp_http"])), scrape, after, opts.timeout
+            _receiver_url(url, int(receivers["otlp_http"])),
+            scrape,
+            after,
+            opts.timeout,
+            plain_client(opts.timeout, "the OTLP receiver"),
         )
     results.append(check_receiver(status, probe))
     results.append(check_arrivals(before, after, round(window, 1)))
@@ -881,40 +1028,55 @@ def _sidecar_checks(opts: Options) -> list[Result]:
 
 
 def _prometheus_checks(opts: Options, prometheus: str) -> list[Result]:
-    base = prometheus.rstrip("/")
+    base = httpclient.with_scheme(prometheus).rstrip("/")
+    shown = httpclient.redact(base)
+    client = plain_client(opts.timeout, "Prometheus")
     results: list[Result] = []
-    targets = fetch(base + "/api/v1/targets?state=active", opts.timeout)
+    targets = fetch(client, base + "/api/v1/targets?state=active")
     if targets.status != 200:
-        return [
-            Result(
-                "prometheus reachable",
-                FAIL,
-                f"{base} does not answer: {targets.error}",
-                "give Prometheus' address: --prometheus http://HOST:9090",
-            )
-        ]
-    results.append(check_prometheus_target(targets.json(), opts.url))
-    rules = fetch(base + "/api/v1/rules", opts.timeout)
+        fix = targets.fix or "give Prometheus' address: --prometheus http://HOST:9090"
+        detail = f"{shown} does not answer: {targets.error}"
+        if targets.status is not None:
+            detail = f"{shown}/api/v1/targets answered HTTP {targets.status}"
+        if targets.status == 401:
+            fix = "basic auth required: put user:password@ in the --prometheus URL"
+        return [Result("prometheus reachable", FAIL, detail, fix)]
+    results.append(check_prometheus_target(targets.json(), httpclient.with_scheme(opts.url)))
+    rules = fetch(client, base + "/api/v1/rules")
     rules_json: dict[str, Any] = rules.json() if rules.status == 200 else {}
     results.append(check_rules_loaded(rules_json))
     results.append(check_rule_health(rules_json))
-    ams = fetch(base + "/api/v1/alertmanagers", opts.timeout)
+    ams = fetch(client, base + "/api/v1/alertmanagers")
     ams_json: dict[str, Any] = ams.json() if ams.status == 200 else {}
     reachable: dict[str, str | None] = {}
     for am in (ams_json.get("data") or {}).get("activeAlertmanagers") or []:
         am_url = str(am.get("url"))
         parts = urllib.parse.urlsplit(am_url)
-        answer = fetch(f"{parts.scheme}://{parts.netloc}/-/ready", opts.timeout)
+        answer = fetch(
+            plain_client(opts.timeout, "Alertmanager"), f"{parts.scheme}://{parts.netloc}/-/ready"
+        )
         reachable[am_url] = None if answer.status == 200 else (answer.error or str(answer.status))
     results.append(check_alertmanagers(ams_json, reachable))
     return results
+
+
+def sidecar_client(opts: Options) -> Client:
+    """The admin port's client; OptionError (one line) for a TLS option or URL that cannot
+    be used."""
+    httpclient.check_url("URL", opts.url)
+    httpclient.check_url("--prometheus", opts.prometheus)
+    return Client.for_sidecar(opts.tls, timeout=opts.timeout, user_agent="tickscope-doctor")
 
 
 def run_checks(opts: Options) -> list[Result]:
     results: list[Result] = []
     if opts.config is not None:
         results.append(check_config(opts.config))
-    results.extend(_sidecar_checks(opts))
+    try:
+        client = sidecar_client(opts)
+    except OptionError as e:
+        return [*results, Result("options", FAIL, str(e), "correct the option")]
+    results.extend(_sidecar_checks(opts, client))
     if opts.prometheus is not None:
         results.extend(_prometheus_checks(opts, opts.prometheus))
     return results
@@ -943,9 +1105,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         nargs="?",
         default=DEFAULT_URL,
         metavar="URL",
-        help="the sidecar's admin address (default: %(default)s)",
+        help="the sidecar's admin address (default: %(default)s): https:// when its web config "
+        "has tls_server_config; user:password@ for basic auth (percent-encoded)",
     )
-    doctor.add_argument("--prometheus", metavar="URL", help="also check this Prometheus")
+    doctor.add_argument(
+        "--prometheus",
+        metavar="URL",
+        help="also check this Prometheus (user:password@ for basic auth; the TLS options below "
+        "do not apply to it)",
+    )
     doctor.add_argument(
         "--config", "-c", metavar="FILE", help="also validate this config file (as check-config)"
     )
@@ -963,6 +1131,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="per request, and for the test span to be counted (default: %(default)s)",
     )
+    httpclient.add_arguments(doctor)
     return doctor
 
 
@@ -973,7 +1142,13 @@ def run(args: argparse.Namespace) -> int:
         config=args.config,
         window=args.window,
         timeout=args.timeout,
+        tls=TLSOptions.from_args(args),
     )
+    try:
+        sidecar_client(opts)  # a bad option is a usage error, before anything is fetched
+    except OptionError as e:
+        print(f"tickscope doctor: {e}", file=sys.stderr)
+        return 2
     results = run_checks(opts)
     print(render(results), end="", flush=True)
     return exit_code(results)

@@ -5,7 +5,9 @@ Prometheus's firing alerts), computes rates, ratios and p99 from the increase be
 scrapes (topdata.py) and draws them with rich in the terminal's alternate screen, cut to
 fit (80x24 and up). `q` quits; the terminal's modes and screen are restored however it ends.
 `--once` (and any output that is not a terminal) prints one plain-text frame from two scrapes
-`--interval` apart, for scripts.
+`--interval` apart, for scripts. Requests go through httpclient.py: basic auth from
+`user:password@` in the URL, and `--ca-file`, `--cert-file`/`--key-file`,
+`--insecure-skip-verify` for an admin port that serves HTTPS.
 
 rich and urllib.request are imported only when `top` runs: importing this module for the
 CLI's parser loads neither into the sidecar.
@@ -14,9 +16,7 @@ CLI's parser loads neither into the sidecar.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
-import gzip
 import json
 import math
 import os
@@ -31,13 +31,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tickscope.agent import topdata
+from tickscope.agent import httpclient, topdata
+from tickscope.agent.httpclient import Client, OptionError, RequestError, TLSOptions
 from tickscope.agent.topdata import Alert, Frame
 
 if TYPE_CHECKING:
     from rich.text import Text
 
-__all__ = ["add_parser", "fetch_metrics", "main", "render", "run"]
+__all__ = ["FetchError", "add_parser", "fetch_alerts", "fetch_metrics", "main", "render", "run"]
 
 DEFAULT_URL = "http://127.0.0.1:9464"
 EXIT_OK = 0
@@ -82,7 +83,8 @@ def configure(top: argparse.ArgumentParser) -> None:
         nargs="?",
         default=DEFAULT_URL,
         metavar="URL",
-        help="the sidecar's admin address (default: %(default)s); user:password@ for basic auth",
+        help="the sidecar's admin address (default: %(default)s): https:// when its web config "
+        "has tls_server_config; user:password@ for basic auth (percent-encoded)",
     )
     top.add_argument(
         "--interval",
@@ -103,7 +105,8 @@ def configure(top: argparse.ArgumentParser) -> None:
     top.add_argument(
         "--prometheus",
         metavar="URL",
-        help="also show the firing alerts from this Prometheus (GET /api/v1/alerts)",
+        help="also show the firing alerts from this Prometheus (GET /api/v1/alerts); "
+        "user:password@ for basic auth; the TLS options below do not apply to it",
     )
     top.add_argument(
         "--once",
@@ -123,13 +126,14 @@ def configure(top: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="with --once: write the two /metrics bodies read and their times (for bug reports)",
     )
+    httpclient.add_arguments(top)
 
 
 # -- fetching ---------------------------------------------------------------------
 
 
-class FetchError(Exception):
-    pass
+# What a failed request raises: the URL (without credentials), the reason and a hint.
+FetchError = RequestError
 
 
 def metrics_url(url: str) -> str:
@@ -142,47 +146,27 @@ def metrics_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 
-def _get(url: str, timeout: float, accept: str) -> bytes:
-    import urllib.error
-    import urllib.request
-
-    parts = urllib.parse.urlsplit(url)
-    headers = {"Accept": accept, "Accept-Encoding": "gzip", "User-Agent": "tickscope-top"}
-    if parts.username is not None:
-        secret = (
-            f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
-        )
-        headers["Authorization"] = "Basic " + base64.b64encode(secret.encode()).decode()
-        netloc = parts.hostname or ""
-        if parts.port is not None:
-            netloc += f":{parts.port}"
-        url = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    request = urllib.request.Request(url, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            body: bytes = response.read()
-            if response.headers.get("Content-Encoding") == "gzip":
-                body = gzip.decompress(body)
-            return body
-    except urllib.error.HTTPError as e:
-        raise FetchError(f"{url}: HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", e)
-        raise FetchError(f"{url}: {reason}") from None
+def fetch_metrics(url: str, timeout: float, client: Client | None = None) -> str:
+    body = (client or Client(user_agent="tickscope-top")).get(
+        metrics_url(url), "text/plain; version=0.0.4", timeout
+    )
+    return body.decode("utf-8", "replace")
 
 
-def fetch_metrics(url: str, timeout: float) -> str:
-    return _get(metrics_url(url), timeout, "text/plain; version=0.0.4").decode("utf-8", "replace")
-
-
-def fetch_alerts(url: str, timeout: float) -> tuple[Alert, ...]:
-    if "://" not in url:
-        url = "http://" + url
-    body = _get(url.rstrip("/") + "/api/v1/alerts", timeout, "application/json")
+def fetch_alerts(url: str, timeout: float, client: Client | None = None) -> tuple[Alert, ...]:
+    client = client or prometheus_client()
+    base = httpclient.with_scheme(url).rstrip("/")
+    body = client.get(base + "/api/v1/alerts", "application/json", timeout)
     try:
         return topdata.parse_alerts(json.loads(body))
     except ValueError as e:
-        raise FetchError(f"{url}: {e}") from None
+        raise FetchError(httpclient.redact(base), str(e), kind="body") from None
+
+
+def prometheus_client(timeout: float = 5.0) -> Client:
+    """Prometheus's client: the system's CAs (or SSL_CERT_FILE), credentials from its URL;
+    the sidecar's TLS options are the sidecar's, not Prometheus's."""
+    return Client(timeout=timeout, user_agent="tickscope-top", peer="Prometheus", tls_flags=False)
 
 
 # -- formatting -------------------------------------------------------------------
@@ -239,6 +223,7 @@ class View:
     alerts_error: str | None = None
     error: str | None = None  # the last scrape failed: the figures are the previous ones
     clock: str = ""
+    insecure: bool = False  # --insecure-skip-verify: said on every frame
 
 
 class Lines:
@@ -283,6 +268,7 @@ def _head(lines: Lines, frame: Frame | None, view: View) -> None:
         ("tickscope top", "bold"),
         f" {view.clock}" if view.clock else "",
         f"  {view.url}",
+        ("  TLS unverified", "yellow") if view.insecure else "",
         f"  v{version}" if version else "",
         f"  rates over {frame.elapsed:.0f}s" if frame and frame.elapsed else "",
         ("  q quits", "dim"),
@@ -551,9 +537,10 @@ class Scraper:
     window: float = 0.0
     history: deque[tuple[float, topdata.Scrape]] = field(default_factory=deque)
     frame: Frame | None = None
+    client: Client | None = None  # the sidecar's (TLS options); None: plain defaults
 
     def scrape(self) -> tuple[str, float]:
-        text = fetch_metrics(self.url, self.timeout)
+        text = fetch_metrics(self.url, self.timeout, self.client)
         return text, time.monotonic()
 
     def update(self, text: str, at: float) -> Frame:
@@ -569,21 +556,44 @@ class Scraper:
         return self.frame
 
 
+@dataclass(frozen=True)
+class Clients:
+    sidecar: Client
+    prometheus: Client
+
+
+def clients(args: argparse.Namespace) -> Clients:
+    """The clients for the sidecar and Prometheus; OptionError (one line) when a TLS option
+    or a URL cannot be used: checked before anything is fetched."""
+    tls = TLSOptions.from_args(args)
+    httpclient.check_url("URL", args.url)
+    httpclient.check_url("--prometheus", args.prometheus)
+    return Clients(
+        Client.for_sidecar(tls, timeout=args.timeout, user_agent="tickscope-top"),
+        prometheus_client(args.timeout),
+    )
+
+
 def _view(args: argparse.Namespace) -> View:
-    return View(url=args.url, interval=args.interval, prometheus=args.prometheus)
+    return View(
+        url=httpclient.redact(args.url),
+        interval=args.interval,
+        prometheus=httpclient.redact(args.prometheus) if args.prometheus else None,
+        insecure=bool(getattr(args, "insecure_skip_verify", False)),
+    )
 
 
-def _read_alerts(args: argparse.Namespace, view: View) -> None:
+def _read_alerts(args: argparse.Namespace, view: View, client: Client) -> None:
     if not args.prometheus:
         return
     try:
-        view.alerts, view.alerts_error = fetch_alerts(args.prometheus, args.timeout), None
+        view.alerts, view.alerts_error = fetch_alerts(args.prometheus, args.timeout, client), None
     except FetchError as e:
         view.alerts, view.alerts_error = (), str(e)
 
 
-def once(args: argparse.Namespace) -> int:
-    scraper = Scraper(args.url, args.timeout)
+def once(args: argparse.Namespace, use: Clients) -> int:
+    scraper = Scraper(args.url, args.timeout, client=use.sidecar)
     bodies = []
     try:
         for i in range(2):
@@ -602,7 +612,7 @@ def once(args: argparse.Namespace) -> int:
         times = {"monotonic": [at for _, at in bodies], "elapsed": bodies[1][1] - bodies[0][1]}
         (args.save_scrapes / "times.json").write_text(json.dumps(times))
     view = _view(args)
-    _read_alerts(args, view)
+    _read_alerts(args, view, use.prometheus)
     view.clock = datetime.now().strftime("%H:%M:%S")
     width = _columns()
     sys.stdout.write("\n".join(render(scraper.frame, view, width).plain()) + "\n")
@@ -650,12 +660,12 @@ def _keys() -> Iterator[Any]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-def live(args: argparse.Namespace) -> int:
+def live(args: argparse.Namespace, use: Clients) -> int:
     from rich.console import Console, Group
     from rich.live import Live
 
     console = Console(highlight=False)
-    scraper = Scraper(args.url, args.timeout, args.window)
+    scraper = Scraper(args.url, args.timeout, args.window, client=use.sidecar)
     view = _view(args)
 
     def draw() -> Group:
@@ -677,7 +687,7 @@ def live(args: argparse.Namespace) -> int:
                     view.error = None
                 except FetchError as e:
                     view.error = str(e)
-                _read_alerts(args, view)
+                _read_alerts(args, view, use.prometheus)
                 view.clock = datetime.now().strftime("%H:%M:%S")
                 screen.update(draw(), refresh=True)
                 next_at = max(next_at + args.interval, time.monotonic() + 0.05)
@@ -697,14 +707,19 @@ def run(args: argparse.Namespace) -> int:
     if args.save_scrapes is not None and not args.once:
         print("tickscope top: --save-scrapes needs --once", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        use = clients(args)
+    except OptionError as e:
+        print(f"tickscope top: {e}", file=sys.stderr)
+        return EXIT_USAGE
     if args.once or not sys.stdout.isatty():
-        return once(args)
+        return once(args, use)
     import signal
 
     # SIGTERM and SIGHUP unwind as Ctrl-C does, so the terminal is restored on the way out.
     saved = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        return live(args)
+        return live(args, use)
     except KeyboardInterrupt:
         return EXIT_OK
     finally:
