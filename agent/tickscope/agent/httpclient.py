@@ -193,7 +193,7 @@ def _ssl_text(error: BaseException) -> str:
     """An ssl error without OpenSSL's "[LIB: CODE]" prefix and "(_ssl.c:NNN)" suffix."""
     text = str(getattr(error, "verify_message", None) or "") or str(error)
     text = re.sub(r"^\[[A-Z0-9_]+(: [A-Z0-9_]+)?\] ", "", text)
-    return re.sub(r" \(_ssl\.c:\d+\)$", "", text)
+    return re.sub(r" \(_ssl\.c:\d+\)$", "", text).rstrip(".")
 
 
 @dataclass(frozen=True, slots=True)
