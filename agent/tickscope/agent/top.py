@@ -154,7 +154,7 @@ def fetch_metrics(url: str, timeout: float, client: Client | None = None) -> str
 
 
 def fetch_alerts(url: str, timeout: float, client: Client | None = None) -> tuple[Alert, ...]:
-    client = client or prometheus_client()
+    client = client or alerts_client()
     base = httpclient.with_scheme(url).rstrip("/")
     body = client.get(base + "/api/v1/alerts", "application/json", timeout)
     try:
@@ -163,7 +163,7 @@ def fetch_alerts(url: str, timeout: float, client: Client | None = None) -> tupl
         raise FetchError(httpclient.redact(base), str(e), kind="body") from None
 
 
-def prometheus_client(timeout: float = 5.0) -> Client:
+def alerts_client(timeout: float = 5.0) -> Client:
     """Prometheus's client: the system's CAs (or SSL_CERT_FILE), credentials from its URL;
     the sidecar's TLS options are the sidecar's, not Prometheus's."""
     return Client(timeout=timeout, user_agent="tickscope-top", peer="Prometheus", tls_flags=False)
@@ -570,7 +570,7 @@ def clients(args: argparse.Namespace) -> Clients:
     httpclient.check_url("--prometheus", args.prometheus)
     return Clients(
         Client.for_sidecar(tls, timeout=args.timeout, user_agent="tickscope-top"),
-        prometheus_client(args.timeout),
+        alerts_client(args.timeout),
     )
 
 
