@@ -1,4 +1,4 @@
-"""`tickscope run | check-config | config-reference | version`.
+"""`tickscope run | check-config | config-reference | version | top | doctor`.
 
 Exit codes: 0 success, 1 an unexpected failure, 2 a configuration or startup
 problem (the message says what to change).
