@@ -223,6 +223,9 @@ class DemoStack:
         self.started_at = 0.0  # wall clock, when Prometheus began scraping
         self.injected: dict[str, float] = {}  # fault -> wall clock when it took effect
         self.missing_alerts: list[str] = []
+        # (PromQL, monotonic deadline, what): conditions earlier faults started that need
+        # the engine running; stop_engine waits for them first.
+        self._before_engine_stops: list[tuple[str, float, str]] = []
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -469,12 +472,16 @@ class DemoStack:
 
     def inject_ws_pause(self, timeout: float = 30.0) -> None:
         """One symbol's ticker stream stops (the connection stays up): its age grows
-        past MarketDataStale's threshold."""
+        past MarketDataStale's threshold (30 s). The faults after it run meanwhile
+        (the wait was a third of phase 2's time); the engine is stopped only once
+        Prometheus has seen the stale stream (`stop_engine`)."""
         self.simulator_ws("pause", symbol="ETH/USDT")
-        self.prometheus.wait_for(
-            'max(exchange_ws_update_age_seconds{symbol="ETH/USDT"}) > 30',
-            timeout + 30,
-            "a stale stream",
+        self._before_engine_stops.append(
+            (
+                'max(exchange_ws_update_age_seconds{symbol="ETH/USDT"}) > 30',
+                time.monotonic() + timeout + 30,
+                "a stale stream",
+            )
         )
 
     def inject_rate_limit(self, timeout: float = 30.0) -> None:
@@ -587,7 +594,11 @@ class DemoStack:
         p.wait_for("tickscope_forward_failed_spans_total > 0", timeout)
 
     def stop_engine(self, timeout: float = 30.0) -> None:
-        """The demo engine stops (SIGTERM: it flushes its spans): engine_process_up 0."""
+        """The demo engine stops (SIGTERM: it flushes its spans): engine_process_up 0,
+        once what earlier faults wait for from the running engine has shown."""
+        for query, deadline, what in self._before_engine_stops:
+            self.prometheus.wait_for(query, max(1.0, deadline - time.monotonic()), what)
+        self._before_engine_stops.clear()
         if self.engine is not None:
             _stop_process(self.engine)
         self.prometheus.wait_for(
