@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import logging
 import time
 import tracemalloc
 from collections.abc import Iterator
 
 import aiohttp
+import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_families
@@ -147,3 +149,41 @@ def test_text_and_gzip_clients_share_one_cached_copy_with_exact_lengths() -> Non
             await server.stop()
 
     asyncio.run(body())
+
+
+def test_a_scraper_that_goes_away_mid_body_is_no_error(caplog: pytest.LogCaptureFixture) -> None:
+    """A text scrape of ~4 MB cut after its first KB: no 'Error handling request'
+    traceback from aiohttp, and the next scrape is whole."""
+
+    async def body() -> None:
+        registry, metrics = filled(20000)
+        server = AdminServer(
+            ServerConfig(bind="127.0.0.1", port=0, metrics_cache_ttl=60.0),
+            registry,
+            Health(),
+            LoopMonitor(),
+            lambda: Status(version="test", uptime_seconds=0.0, ready=True),
+            rendered=[metrics],
+        )
+        await server.start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: identity\r\n\r\n")
+            await writer.drain()
+            assert len(await reader.read(1000)) == 1000
+            writer.transport.abort()
+            await asyncio.sleep(0.5)
+            url = f"http://127.0.0.1:{server.port}/metrics"
+            async with aiohttp.ClientSession() as session, session.get(url) as r:
+                text = await r.read()
+            assert text.count(b"\ntraces_span_metrics") == 20000 * 20
+        finally:
+            await server.stop()
+
+    with caplog.at_level(logging.DEBUG):
+        asyncio.run(body())
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert errors == []
+    assert [r.getMessage() for r in caplog.records if r.name == "tickscope.server"][-1:] == [
+        "/metrics client went away before the body was sent"
+    ]

@@ -879,6 +879,11 @@ class AdminServer:
                 await request.writer.drain()
         except TimeoutError:
             self._cut(request)
+        except ConnectionError:
+            # The scraper went away mid-body (a cancelled curl, a scrape past its
+            # timeout): nothing to answer, and not an error of ours. Unhandled, aiohttp
+            # logs it as "Error handling request" with a traceback.
+            log.debug("/metrics client went away before the body was sent")
         return response
 
     async def _client_caught_up(self, request: web.Request) -> bool:
