@@ -6,10 +6,8 @@ client certificate (web configs as in docs/security.md, certificates from helper
 from __future__ import annotations
 
 import base64
-import datetime
 import gzip
 import http.server
-import ipaddress
 import os
 import ssl
 import subprocess
@@ -24,9 +22,8 @@ import bcrypt
 import pytest
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from helpers import otlp
 from helpers.sidecar import ROOT, SidecarProcess, StartSidecar, http_post
@@ -207,39 +204,6 @@ def test_https_to_a_plain_http_port_says_use_http(servers: tuple[Recorder, Recor
     )
 
 
-def certificate(directory: Path, name: str, days: float) -> tuple[Path, Path]:
-    """A self-signed certificate for `name` (a DNS name or an IP address) only, valid until
-    `days` from now (< 0: expired)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    alt_name: x509.GeneralName = (
-        x509.IPAddress(ipaddress.ip_address(name)) if name[0].isdigit() else x509.DNSName(name)
-    )
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=30))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName([alt_name]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 @pytest.mark.parametrize(
     ("name", "days", "reason", "hint"),
     [
@@ -264,7 +228,7 @@ def certificate(directory: Path, name: str, days: float) -> tuple[Path, Path]:
 def test_certificates_that_do_not_verify(
     tmp_path: Path, name: str, days: float, reason: str, hint: str
 ) -> None:
-    cert, key = certificate(tmp_path, name, days)
+    cert, key = self_signed(tmp_path, name, (name,), days)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
