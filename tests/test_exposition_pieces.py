@@ -114,19 +114,24 @@ class CountingCollector(Collector):
         yield GaugeMetricFamily("renders", "How often this was collected.", value=self.collects)
 
 
+def admin_server(registry: CollectorRegistry, metrics: SpanMetrics) -> AdminServer:
+    """An in-process admin server on a free port, its /metrics cached for a minute."""
+    return AdminServer(
+        ServerConfig(bind="127.0.0.1", port=0, metrics_cache_ttl=60.0),
+        registry,
+        Health(),
+        LoopMonitor(),
+        lambda: Status(version="test", uptime_seconds=0.0, ready=True),
+        rendered=[metrics],
+    )
+
+
 def test_text_and_gzip_clients_share_one_cached_copy_with_exact_lengths() -> None:
     async def body() -> None:
         registry, metrics = filled(500)
         counting = CountingCollector()
         registry.register(counting)
-        server = AdminServer(
-            ServerConfig(bind="127.0.0.1", port=0, metrics_cache_ttl=60.0),
-            registry,
-            Health(),
-            LoopMonitor(),
-            lambda: Status(version="test", uptime_seconds=0.0, ready=True),
-            rendered=[metrics],
-        )
+        server = admin_server(registry, metrics)
         await server.start()
         url = f"http://127.0.0.1:{server.port}/metrics"
         try:
@@ -157,14 +162,7 @@ def test_a_scraper_that_goes_away_mid_body_is_no_error(caplog: pytest.LogCapture
 
     async def body() -> None:
         registry, metrics = filled(20000)
-        server = AdminServer(
-            ServerConfig(bind="127.0.0.1", port=0, metrics_cache_ttl=60.0),
-            registry,
-            Health(),
-            LoopMonitor(),
-            lambda: Status(version="test", uptime_seconds=0.0, ready=True),
-            rendered=[metrics],
-        )
+        server = admin_server(registry, metrics)
         await server.start()
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
