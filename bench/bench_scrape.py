@@ -14,12 +14,14 @@ both receivers (the default): what each feature costs in memory.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import shutil
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import psutil
@@ -43,6 +45,73 @@ def scrape(conn: http.client.HTTPConnection, headers: dict[str, str]) -> tuple[f
     elapsed = time.perf_counter() - started
     assert response.status == 200, response.status
     return elapsed, len(body)
+
+
+# The sidecar's host and engine-process collectors as both side-by-side runs (this
+# script and bench/report.py) set them, watching a `sleep` that stands in for the engine.
+WATCHING_SLEEP: dict[str, Any] = {
+    "host": {"interval": "2s"},
+    "engine": {"interval": "2s", "processes": [{"name": "engine", "process_name": "sleep"}]},
+}
+ENGINE_ENV = {"ENGINE_MEMORY_LIMIT": "1Gi"}
+
+
+@contextlib.contextmanager
+def beside_node_exporter(node_exporter: str) -> Iterator[tuple[psutil.Process, int]]:
+    """While the block runs: a `sleep` for the sidecar to watch as its engine, and
+    node_exporter on a free loopback port. Yields node_exporter's process and port."""
+    engine = subprocess.Popen(["sleep", "3600"])
+    ne_port = free_port()
+    ne = subprocess.Popen(
+        [node_exporter, f"--web.listen-address=127.0.0.1:{ne_port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{ne_port}/metrics")
+        yield psutil.Process(ne.pid), ne_port
+    finally:
+        ne.terminate()
+        ne.wait(10)
+        engine.kill()
+        engine.wait(5)
+
+
+def scrape_side_by_side(
+    exporters: dict[str, tuple[psutil.Process, int]], scrapes: int, warmup: int
+) -> dict[str, dict[str, Any]]:
+    """Scrape each exporter (name -> process, port) in turn with Prometheus's headers,
+    `warmup` rounds and then `scrapes`, so that machine noise hits all alike. Per
+    exporter: series, times (s per scrape), size (B gzipped, the last), cpu (s over the
+    measured scrapes), rss (B after them)."""
+    conns = {
+        name: http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        for name, (_, port) in exporters.items()
+    }
+    series = {name: series_count(port) for name, (_, port) in exporters.items()}
+    for _ in range(warmup):
+        for conn in conns.values():
+            scrape(conn, PROMETHEUS_HEADERS)
+    times: dict[str, list[float]] = {name: [] for name in conns}
+    sizes: dict[str, int] = {}
+    cpu_before = {name: cpu_seconds(proc) for name, (proc, _) in exporters.items()}
+    for _ in range(scrapes):
+        for name, conn in conns.items():
+            elapsed, size = scrape(conn, PROMETHEUS_HEADERS)
+            times[name].append(elapsed)
+            sizes[name] = size
+    for conn in conns.values():
+        conn.close()
+    return {
+        name: {
+            "series": series[name],
+            "times": times[name],
+            "size": sizes[name],
+            "cpu": cpu_seconds(proc) - cpu_before[name],
+            "rss": proc.memory_info().rss,
+        }
+        for name, (proc, _) in exporters.items()
+    }
 
 
 def series_count(port: int) -> int:
@@ -104,64 +173,29 @@ def main() -> int:
     if node_exporter is None:
         print("prometheus-node-exporter is not installed (make bench installs it)", file=sys.stderr)
         return 1
-    engine = subprocess.Popen(["sleep", "3600"])
-    ne_port = free_port()
-    ne = subprocess.Popen(
-        [node_exporter, f"--web.listen-address=127.0.0.1:{ne_port}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{ne_port}/metrics")
-        config = {
-            "host": {"interval": "2s"},
-            "engine": {
-                "interval": "2s",
-                "processes": [{"name": "engine", "process_name": "sleep"}],
-            },
-        }
-        with sidecar(config, env={"ENGINE_MEMORY_LIMIT": "1Gi"}) as (ts, ts_port):
-            procs = {"node_exporter": psutil.Process(ne.pid), "tickscope": psutil.Process(ts.pid)}
-            conns = {
-                "node_exporter": http.client.HTTPConnection("127.0.0.1", ne_port, timeout=10),
-                "tickscope": http.client.HTTPConnection("127.0.0.1", ts_port, timeout=10),
-            }
-            series = {"node_exporter": series_count(ne_port), "tickscope": series_count(ts_port)}
-            for _ in range(WARMUP):
-                for conn in conns.values():
-                    scrape(conn, PROMETHEUS_HEADERS)
-            times: dict[str, list[float]] = {name: [] for name in conns}
-            sizes: dict[str, int] = {}
-            cpu_before = {name: cpu_seconds(p) for name, p in procs.items()}
-            for _ in range(SCRAPES):
-                for name, conn in conns.items():
-                    elapsed, size = scrape(conn, PROMETHEUS_HEADERS)
-                    times[name].append(elapsed)
-                    sizes[name] = size
-            cpu = {name: cpu_seconds(p) - cpu_before[name] for name, p in procs.items()}
-            rss = {name: p.memory_info().rss for name, p in procs.items()}
-            imported = psutil.Process(ts.pid)
-            maps = " ".join(m.path for m in imported.memory_maps())
-            for conn in conns.values():
-                conn.close()
+    config = WATCHING_SLEEP
+    with beside_node_exporter(node_exporter) as exporter:
+        with sidecar(config, env=ENGINE_ENV) as (ts, ts_port):
+            tickscope = psutil.Process(ts.pid)
+            run = scrape_side_by_side(
+                {"node_exporter": exporter, "tickscope": (tickscope, ts_port)}, SCRAPES, WARMUP
+            )
+            maps = " ".join(m.path for m in tickscope.memory_maps())
         collect = collection_times()  # while the watched process is alive
         feature_rss = {
-            name: steady_rss({**config, "receiver": receivers}, {"ENGINE_MEMORY_LIMIT": "1Gi"})
+            name: steady_rss({**config, "receiver": receivers}, ENGINE_ENV)
             for name, receivers in RSS_CONFIGS.items()
         }
-    finally:
-        ne.terminate()
-        ne.wait(10)
-        engine.kill()
-        engine.wait(5)
+    times = {name: r["times"] for name, r in run.items()}
+    cpu = {name: r["cpu"] for name, r in run.items()}
 
     print(
         f"/metrics, {SCRAPES} sequential scrapes each, alternating, Prometheus's headers (OpenMetrics, gzip)"
     )
     for name in ("node_exporter", "tickscope"):
         print(
-            f"  {name:<14} {series[name]:4d} series  {sizes[name]:6d} B gzipped   {summary_ms(times[name])}"
-            f"   CPU {cpu[name] / SCRAPES * 100:.3f} s/100 scrapes   RSS {rss[name] / 2**20:5.1f} MiB"
+            f"  {name:<14} {run[name]['series']:4d} series  {run[name]['size']:6d} B gzipped   {summary_ms(times[name])}"
+            f"   CPU {cpu[name] / SCRAPES * 100:.3f} s/100 scrapes   RSS {run[name]['rss'] / 2**20:5.1f} MiB"
         )
     ratio = statistics.median(times["tickscope"]) / statistics.median(times["node_exporter"])
     p95_ratio = percentile(times["tickscope"], 95) / percentile(times["node_exporter"], 95)

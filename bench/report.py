@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import http.client
 import json
 import os
 import platform
@@ -39,8 +38,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_scaling
 import bench_scaling_shim
-from bench_scrape import PROMETHEUS_HEADERS, collection_times, cpu_seconds, scrape, series_count
-from common import ROOT, free_port, percentile, sidecar, wait_http
+from bench_scrape import (
+    ENGINE_ENV,
+    WATCHING_SLEEP,
+    beside_node_exporter,
+    collection_times,
+    scrape_side_by_side,
+)
+from common import ROOT, free_port, percentile, sidecar
 
 # -- the machine ----------------------------------------------------------------------
 
@@ -74,60 +79,30 @@ def host_metrics(scrapes: int, collection_rounds: int) -> dict[str, Any]:
     node_exporter = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
     if node_exporter is None:
         return {"skipped": "prometheus-node-exporter is not installed (make bench installs it)"}
-    engine = subprocess.Popen(["sleep", "3600"])
-    ne_port = free_port()
-    ne = subprocess.Popen(
-        [node_exporter, f"--web.listen-address=127.0.0.1:{ne_port}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{ne_port}/metrics")
-        config = {
-            "host": {"interval": "2s"},
-            "engine": {
-                "interval": "2s",
-                "processes": [{"name": "engine", "process_name": "sleep"}],
-            },
-            "receiver": {"http": {"port": free_port()}, "grpc": {"port": free_port()}},
-            # Every scrape rendered, as node_exporter does (the default reuses a render for 1 s).
-            "server": {"metrics_cache_ttl": 0, "max_render_percent": 100},
-        }
-        with sidecar(config, env={"ENGINE_MEMORY_LIMIT": "1Gi"}) as (ts, ts_port):
-            procs = {"node_exporter": psutil.Process(ne.pid), "tickscope": psutil.Process(ts.pid)}
-            conns = {
-                "node_exporter": http.client.HTTPConnection("127.0.0.1", ne_port, timeout=10),
-                "tickscope": http.client.HTTPConnection("127.0.0.1", ts_port, timeout=10),
-            }
-            series = {"node_exporter": series_count(ne_port), "tickscope": series_count(ts_port)}
-            for _ in range(10):
-                for conn in conns.values():
-                    scrape(conn, PROMETHEUS_HEADERS)
-            times: dict[str, list[float]] = {name: [] for name in conns}
-            cpu_before = {name: cpu_seconds(p) for name, p in procs.items()}
-            for _ in range(scrapes):
-                for name, conn in conns.items():
-                    times[name].append(scrape(conn, PROMETHEUS_HEADERS)[0])
-            cpu = {name: cpu_seconds(p) - cpu_before[name] for name, p in procs.items()}
-            rss = {name: p.memory_info().rss / 2**20 for name, p in procs.items()}
-            for conn in conns.values():
-                conn.close()
+    config = {
+        **WATCHING_SLEEP,
+        "receiver": {"http": {"port": free_port()}, "grpc": {"port": free_port()}},
+        # Every scrape rendered, as node_exporter does (the default reuses a render for 1 s).
+        "server": {"metrics_cache_ttl": 0, "max_render_percent": 100},
+    }
+    with beside_node_exporter(node_exporter) as exporter:
+        with sidecar(config, env=ENGINE_ENV) as (ts, ts_port):
+            run = scrape_side_by_side(
+                {"node_exporter": exporter, "tickscope": (psutil.Process(ts.pid), ts_port)},
+                scrapes,
+                warmup=10,
+            )
         collect = collection_times(collection_rounds)
-    finally:
-        ne.terminate()
-        ne.wait(10)
-        engine.kill()
-        engine.wait(5)
     rows = {
         name: {
-            "series": series[name],
-            "median_ms": statistics.median(times[name]) * 1000,
-            "p95_ms": percentile(times[name], 95) * 1000,
-            "p99_ms": percentile(times[name], 99) * 1000,
-            "cpu_ms_per_scrape": cpu[name] / scrapes * 1000,
-            "rss_mib": rss[name],
+            "series": r["series"],
+            "median_ms": statistics.median(r["times"]) * 1000,
+            "p95_ms": percentile(r["times"], 95) * 1000,
+            "p99_ms": percentile(r["times"], 99) * 1000,
+            "cpu_ms_per_scrape": r["cpu"] / scrapes * 1000,
+            "rss_mib": r["rss"] / 2**20,
         }
-        for name in times
+        for name, r in run.items()
     }
     return {
         "scrapes": scrapes,
