@@ -130,14 +130,19 @@ def _symbol(result: Mapping[str, Any], arguments: Mapping[str, Any]) -> str | No
     return safe_text(arguments.get("symbol")) or safe_text(result.get("symbol"))
 
 
-def _ticker(
-    exchange: str, result: Any, arguments: Mapping[str, Any], started: float, ended: float
-) -> None:
-    if not isinstance(result, Mapping):
-        return
-    stamp = _ms(result.get("timestamp"))
-    if stamp is not None:
-        store.record(exchange, "fetch_ticker", _symbol(result, arguments), ended - stamp / 1000)
+def _stamped(method: str) -> Hook:
+    """For a result that carries its own timestamp and symbol: a ticker, an order book."""
+
+    def hook(
+        exchange: str, result: Any, arguments: Mapping[str, Any], started: float, ended: float
+    ) -> None:
+        if not isinstance(result, Mapping):
+            return
+        stamp = _ms(result.get("timestamp"))
+        if stamp is not None:
+            store.record(exchange, method, _symbol(result, arguments), ended - stamp / 1000)
+
+    return hook
 
 
 def _tickers(
@@ -164,16 +169,6 @@ def _tickers(
                 newest = stamp
     if newest is not None:
         store.record(exchange, "fetch_tickers", None, ended - newest / 1000)
-
-
-def _order_book(
-    exchange: str, result: Any, arguments: Mapping[str, Any], started: float, ended: float
-) -> None:
-    if not isinstance(result, Mapping):
-        return
-    stamp = _ms(result.get("timestamp"))
-    if stamp is not None:
-        store.record(exchange, "fetch_order_book", _symbol(result, arguments), ended - stamp / 1000)
 
 
 def _trades(
@@ -221,9 +216,9 @@ def timeframe_seconds(timeframe: Any) -> int | None:
 
 
 METHODS: dict[str, Hook] = {
-    "fetch_ticker": _ticker,
+    "fetch_ticker": _stamped("fetch_ticker"),
     "fetch_tickers": _tickers,
-    "fetch_order_book": _order_book,
+    "fetch_order_book": _stamped("fetch_order_book"),
     "fetch_trades": _trades,
     "fetch_ohlcv": _ohlcv,
 }
