@@ -23,12 +23,18 @@ import grpc
 import pytest
 from google.rpc import code_pb2, status_pb2
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from helpers.otlp import request as trace_request
 from helpers.otlp import to_otlp_json
 from helpers.sidecar import SidecarProcess, StartSidecar, http_post, sample_value
+from tickscope.core.health import Health
+from tickscope.pipeline import Pipeline
 from tickscope.receivers.config import GRPC_MAX_MESSAGE_BYTES, OTLPGRPCConfig, OTLPHTTPConfig
+from tickscope.receivers.intake import Intake
+from tickscope.receivers.metrics import ReceiverMetrics
+from tickscope.receivers.otlp_grpc import TRACE_EXPORT_METHOD, OTLPGRPCReceiver
 
 MIB = 1024 * 1024
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
@@ -240,19 +246,28 @@ def test_grpc_max_message_bytes_past_grpcs_limit_is_refused(value: int | str) ->
 
 
 def test_grpc_max_message_bytes_at_grpcs_limit_serves() -> None:
-    """2^31-1 is gRPC's own ceiling (a C int): a server built with it starts."""
+    """2^31-1 is gRPC's own ceiling (a C int in grpcio's clients): a receiver built with
+    it starts and serves."""
     assert OTLPGRPCConfig(max_message_bytes=GRPC_MAX_MESSAGE_BYTES).max_message_bytes == 2**31 - 1
 
-    async def start() -> int:
-        server = grpc.aio.server(
-            options=[("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES)]
+    async def serve() -> bool:
+        registry = CollectorRegistry()
+        pipeline = Pipeline(100, registry)
+        intake = Intake(pipeline, ReceiverMetrics(registry, ("otlp_grpc",)))
+        receiver = OTLPGRPCReceiver(
+            OTLPGRPCConfig(port=0, max_message_bytes=GRPC_MAX_MESSAGE_BYTES), intake, Health()
         )
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        await server.stop(None)
-        return port
+        await receiver.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{receiver.port}") as channel:
+                export = channel.unary_unary(TRACE_EXPORT_METHOD)
+                body = trace_request("svc", [{"name": "one"}]).SerializeToString()
+                return bool(await export(body, timeout=10) == b"")
+        finally:
+            await receiver.stop(0)
+            await pipeline.stop(grace=1)
 
-    assert asyncio.run(start()) > 0
+    assert asyncio.run(serve())
 
 
 # --- defect 8 ----------------------------------------------------------------------

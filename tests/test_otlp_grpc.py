@@ -34,7 +34,7 @@ def export(
     target: str, body: bytes, compression: grpc.Compression | None = None
 ) -> ExportTraceServiceResponse:
     with grpc.insecure_channel(
-        target, options=[("grpc.max_send_message_length", 64 << 20)]
+        target, options=[("grpc.max_send_message_length", -1)]  # the server decides
     ) as channel:
         call = channel.unary_unary(
             METHOD,
@@ -129,21 +129,32 @@ def test_max_message_size_is_enforced(sidecar: SidecarProcess) -> None:
         "svc-grpc-big", many("big", 4000, attributes={"pad": "x" * 300})
     ).SerializeToString()
     assert len(too_big) > 1024 * 1024
+    before = rejected_requests(sidecar, "too_large")
     with pytest.raises(grpc.RpcError) as info:
         export(sidecar.otlp_grpc_target, too_big)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert info.value.details() == (
+        f"message of {len(too_big)} bytes exceeds 1048576 bytes (receiver.grpc.max_message_bytes)"
+    )
+    assert rejected_requests(sidecar, "too_large") == before + 1
 
 
 def test_gzip_bomb_is_refused(sidecar: SidecarProcess) -> None:
     # A valid request padded with an attribute of 200 MiB of zeros: tiny once
-    # gzipped, over the limit once inflated. gRPC checks the inflated size.
+    # gzipped, over the limit once inflated: inflated no further than the limit.
     bomb = request(
         "svc-grpc-bomb", [{"name": "bomb", "attributes": {"pad": "\0" * (200 << 20)}}]
     ).SerializeToString()
     assert len(gzip.compress(bomb, 1)) < 2 << 20
+    before = rejected_requests(sidecar, "too_large")
     with pytest.raises(grpc.RpcError) as info:
         export(sidecar.otlp_grpc_target, bomb, compression=grpc.Compression.Gzip)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert info.value.details() == (
+        "inflated message of 1048577+ bytes exceeds 1048576 bytes "
+        "(receiver.grpc.max_message_bytes)"
+    )
+    assert rejected_requests(sidecar, "too_large") == before + 1
     assert sidecar.get("/healthz").status == 200
     families = sidecar.families()
     assert calls(families, "svc-grpc-bomb") == 0

@@ -94,8 +94,8 @@ class OTLPHTTPConfig(StrictModel):
 class OTLPGRPCConfig(StrictModel):
     enabled: bool = Field(
         True,
-        description="Serve OTLP/gRPC (loads grpcio: about 11 MiB more RSS; the shim sends "
-        "OTLP/HTTP by default).",
+        description="Serve OTLP/gRPC (unary Export calls for traces and metrics, HTTP/2 "
+        "without TLS; gzip and deflate messages accepted).",
     )
     bind: ListenHost = Field("127.0.0.1", description="Address the OTLP/gRPC receiver listens on.")
     port: Port = Field(4317, description="OTLP/gRPC port.")
@@ -123,6 +123,12 @@ class OTLPGRPCConfig(StrictModel):
         30.0,
         description="After max_connection_age, calls in progress get this long to finish "
         "(the body read timeout of gRPC: a half-sent message is cut off here).",
+    )
+    client_error_log_interval: Duration = Field(
+        60.0,
+        description="Client mistakes (a broken HTTP/2 stream, a call abandoned mid-message, "
+        "a handshake timeout) are logged as one WARNING per reason at most once per "
+        "interval, with how many happened since; they are all counted.",
     )
 
 

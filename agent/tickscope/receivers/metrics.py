@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-__all__ = ["GRPC_REQUEST_REASONS", "REQUEST_REASONS", "SPAN_REASONS", "ReceiverMetrics"]
+__all__ = ["REQUEST_REASONS", "SPAN_REASONS", "ReceiverMetrics"]
 
 # Whole requests turned away (the span count is unknown or the request never got
-# as far as counting): one label value per cause a client can act on.
+# as far as counting): one label value per cause a client can act on, the same
+# for OTLP/HTTP and OTLP/gRPC (for gRPC: "unsupported_media_type" is a
+# content-type other than application/grpc, "read_timeout" a message still
+# unfinished at max_connection_age_grace, "malformed" also a broken HTTP/2 stream).
 REQUEST_REASONS = (
     "malformed",  # not decodable as OTLP (protobuf or JSON), or a broken gzip stream
     "unsupported_media_type",  # Content-Type other than protobuf or JSON
@@ -19,7 +22,6 @@ REQUEST_REASONS = (
     "read_timeout",  # body not received within receiver.http.body_read_timeout: 408
     "internal",  # a bug; logged with its traceback
 )
-GRPC_REQUEST_REASONS = ("malformed", "queue_full", "shutting_down", "internal")
 # Spans of decodable requests that were not accepted.
 SPAN_REASONS = ("invalid_span", "queue_full")
 
@@ -83,7 +85,5 @@ class ReceiverMetrics:
             self.duration.labels(receiver)
             for reason in SPAN_REASONS:
                 self.rejected_spans.labels(receiver, reason)
-            # Only the reasons that can happen on that protocol, so dashboards do not
-            # list causes that cannot occur.
-            for reason in GRPC_REQUEST_REASONS if receiver == "otlp_grpc" else REQUEST_REASONS:
+            for reason in REQUEST_REASONS:
                 self.rejected_requests.labels(receiver, reason)
