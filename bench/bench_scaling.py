@@ -310,7 +310,7 @@ IMPORT_STEPS = (
      "opentelemetry.proto.collector.metrics.v1.metrics_service_pb2"),
     ("google-re2, bcrypt, psutil", "re2, bcrypt, psutil"),
     ("tickscope's sidecar modules", "tickscope.agent.cli, tickscope.agent.app"),
-    ("grpcio (the gRPC receiver)", "grpc, grpc.aio, tickscope.receivers.otlp_grpc"),
+    ("h2 (the gRPC receiver)", "tickscope.receivers.otlp_grpc"),
 )  # fmt: skip
 
 _IMPORT_PROBE = """
