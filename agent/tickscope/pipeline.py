@@ -71,8 +71,14 @@ class Pipeline:
 
     name = "pipeline"
 
-    def __init__(self, capacity_spans: int, registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        capacity_spans: int,
+        registry: CollectorRegistry,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self.capacity = capacity_spans
+        self._clock = clock
         # An empty queue takes any one batch, so that a request larger than the
         # whole capacity is not refused forever (the body limit bounds it).
         self._queue: BoundedQueue[TraceBatch] = BoundedQueue(
@@ -145,7 +151,7 @@ class Pipeline:
             log.warning("spans dropped at shutdown", extra={"spans": left})
 
     async def _run(self) -> None:
-        clock = time.perf_counter
+        clock = self._clock
         while True:
             await self._queue.wait()
             turn = clock() + _TURN_SECONDS
