@@ -92,6 +92,18 @@ def test_each_wheel_holds_only_its_part_of_the_tickscope_namespace(
     assert {n.split("/")[1] for n in shim if n.startswith("tickscope/")} == {"shim"}
 
 
+def test_each_wheel_is_the_version_its_code_reports(wheels: dict[str, Path]) -> None:
+    # __version__ is a literal (importlib.metadata costs every sidecar process its
+    # METADATA parse); it must be the version the wheel is built with, pyproject's.
+    from tickscope.agent.version import __version__ as sidecar_version
+    from tickscope.shim.version import __version__ as shim_version
+
+    _, sidecar, _ = wheel_metadata(wheels["tickscope"])
+    _, shim, _ = wheel_metadata(wheels["tickscope_shim"])
+    assert sidecar["Version"] == sidecar_version
+    assert shim["Version"] == shim_version
+
+
 def test_the_sidecar_brings_no_ccxt_and_no_opentelemetry_sdk(wheels: dict[str, Path]) -> None:
     _, meta, entry_points = wheel_metadata(wheels["tickscope"])
     brings = closure([r for r in requires(meta) if "extra ==" not in r])

@@ -1,10 +1,9 @@
-"""The installed distribution's version."""
+"""The shim's version, as a literal (as the sidecar's tickscope.agent.version).
+
+It must equal shim/pyproject.toml's [project] version: tests/test_packaging.py
+builds the wheel and checks the two.
+"""
 
 from __future__ import annotations
 
-from importlib import metadata
-
-try:
-    __version__ = metadata.version("tickscope-shim")
-except metadata.PackageNotFoundError:  # a source tree that is not installed
-    __version__ = "0.0.0+unknown"
+__version__ = "0.1.0"
