@@ -12,12 +12,12 @@ OverflowError; a size past 2^63 overflows the C long that gRPC takes).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import re
 from typing import Annotated, Any, Protocol
 
-import re2
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -194,10 +194,21 @@ class Pattern(Protocol):
     def fullmatch(self, text: str, /) -> Any | None: ...
 
 
-_RE2_OPTIONS = re2.Options()
-# Compile errors come back as the exception, not also as a line on stderr from
-# RE2's own logger (absl), which check-config's one-line messages would not match.
-_RE2_OPTIONS.log_errors = False
+@functools.cache
+def _re2() -> tuple[Any, Any]:
+    """The re2 module and the options every LinearRegex is compiled with.
+
+    Imported on the first LinearRegex, not with this module: every config model
+    imports it, and google-re2 (its extension, RE2 and abseil) is ~1.6 MiB of RSS
+    (measured on a running sidecar) that a config with no regex never needs.
+    """
+    import re2
+
+    options = re2.Options()
+    # Compile errors come back as the exception, not also as a line on stderr from
+    # RE2's own logger (absl), which check-config's one-line messages would not match.
+    options.log_errors = False
+    return re2, options
 
 
 class LinearRegex:
@@ -218,8 +229,9 @@ class LinearRegex:
     __slots__ = ("_pattern", "_re")
 
     def __init__(self, pattern: str) -> None:
+        re2, options = _re2()
         try:
-            self._re = re2.compile(pattern, _RE2_OPTIONS)
+            self._re = re2.compile(pattern, options)
         except re2.error as exc:
             detail = exc.args[0] if exc.args else ""
             if isinstance(detail, bytes):
