@@ -34,7 +34,8 @@ def export(
     target: str, body: bytes, compression: grpc.Compression | None = None
 ) -> ExportTraceServiceResponse:
     with grpc.insecure_channel(
-        target, options=[("grpc.max_send_message_length", -1)]  # the server decides
+        target,
+        options=[("grpc.max_send_message_length", -1)],  # the server decides
     ) as channel:
         call = channel.unary_unary(
             METHOD,
@@ -151,8 +152,7 @@ def test_gzip_bomb_is_refused(sidecar: SidecarProcess) -> None:
         export(sidecar.otlp_grpc_target, bomb, compression=grpc.Compression.Gzip)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert info.value.details() == (
-        "inflated message of 1048577+ bytes exceeds 1048576 bytes "
-        "(receiver.grpc.max_message_bytes)"
+        "inflated message of 1048577+ bytes exceeds 1048576 bytes (receiver.grpc.max_message_bytes)"
     )
     assert rejected_requests(sidecar, "too_large") == before + 1
     assert sidecar.get("/healthz").status == 200

@@ -32,6 +32,7 @@ everything else the engine sends is left to the span metrics.
 from __future__ import annotations
 
 import math
+import re
 import time
 from typing import Any, NamedTuple
 
@@ -39,7 +40,7 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import Field
 
 from tickscope.connectors.spanmetrics import DEFAULT_BUCKETS
-from tickscope.core.configtypes import Buckets, Duration, LinearRegex, Regex, StrictModel
+from tickscope.core.configtypes import Buckets, Duration, Regex, StrictModel
 from tickscope.exposition.families import (
     CounterFamily,
     GaugeFamily,
@@ -108,7 +109,9 @@ class Plan(NamedTuple):
 class TradingConfig(StrictModel):
     enabled: bool = Field(True, description="Derive trading metrics from ccxt spans.")
     order_methods: Regex = Field(
-        LinearRegex(r"^create_(\w+_)?orders?$"),
+        # The project's own pattern, so re (linear on it: one optional group, no nesting)
+        # rather than RE2, which the default config then never loads (configtypes.Pattern).
+        re.compile(r"^create_(\w+_)?orders?$"),
         description="ccxt methods (ccxt.method) that place orders.",
     )
     rejected_error_types: list[str] = Field(
