@@ -20,6 +20,7 @@ bench/report.py runs these functions and writes docs/performance.md from them.
 from __future__ import annotations
 
 import argparse
+import compileall
 import gzip
 import http.client
 import json
@@ -308,7 +309,7 @@ IMPORT_STEPS = (
     ("aiohttp (its package imports the client too)", "aiohttp.web"),
     ("protobuf and the OTLP classes", "opentelemetry.proto.collector.trace.v1.trace_service_pb2, "
      "opentelemetry.proto.collector.metrics.v1.metrics_service_pb2"),
-    ("google-re2, bcrypt, psutil", "re2, bcrypt, psutil"),
+    ("psutil", "psutil"),
     ("tickscope's sidecar modules", "tickscope.agent.cli, tickscope.agent.app"),
     ("h2 (the gRPC receiver)", "tickscope.receivers.otlp_grpc"),
 )  # fmt: skip
@@ -342,9 +343,22 @@ def import_costs() -> list[tuple[str, float]]:
     return [(label, mib) for label, mib in json.loads(result.stdout)]
 
 
+def compile_sources() -> None:
+    """Byte-compile tickscope's source folders, as `pip install` does for the image.
+
+    From a checkout with PYTHONDONTWRITEBYTECODE set (as here and in CI), every module
+    would be compiled from source at each start, and the compiler's transient memory
+    stays in the heap's high-water mark: 1.1-1.6 MB more RSS than the installed
+    sidecar holds (measured both ways). The .pyc files go to __pycache__ (gitignored).
+    """
+    for folder in ("agent", "exporters"):
+        compileall.compile_dir(str(ROOT / folder), quiet=1)
+
+
 def footprint(
     rates: tuple[int, ...] = (100, 1000, 10000), idle_seconds: float = 30.0, seconds: float = 12.0
 ) -> dict[str, Any]:
+    compile_sources()
     http_port, grpc_port = free_port(), free_port()
     # The default configuration; only the receivers' ports are free ones.
     config = {"receiver": {"http": {"port": http_port}, "grpc": {"port": grpc_port}}}

@@ -122,7 +122,7 @@ def test_results_json(report: Path) -> None:
     assert [p["rate"] for p in results["footprint"]["points"]] == [0, 100, 1000, 10000]
     foot = results["footprint"]
     labels = [label for label, _ in foot["imports"]]
-    assert labels[0] == "Python 3 interpreter" and labels[-1] == "grpcio (the gRPC receiver)"
+    assert labels[0] == "Python 3 interpreter" and labels[-1] == "h2 (the gRPC receiver)"
     assert len(labels) == 10 and all(math.isfinite(mib) for _, mib in foot["imports"])
     kinds = foot["default_rss_kinds_mib"]
     # Anonymous and file-backed pages are the RSS, to /proc's kB rounding and the
