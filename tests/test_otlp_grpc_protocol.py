@@ -29,6 +29,7 @@ from h2.events import (
     TrailersReceived,
     WindowUpdated,
 )
+from hyperframe.frame import DataFrame, Frame, HeadersFrame, RstStreamFrame
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from prometheus_client import CollectorRegistry
 
@@ -499,3 +500,60 @@ def test_stop_sends_goaway_and_closes() -> None:
 )
 def test_grpc_message_is_percent_encoded(text: str, encoded: bytes) -> None:
     assert _grpc_message(text) == encoded
+
+
+def test_max_connection_age_lets_the_call_in_flight_finish() -> None:
+    """GOAWAY at max_connection_age: the call already open sends the rest of its message
+    and is answered; a call opened after the GOAWAY is refused (REFUSED_STREAM)."""
+    message = frame(BODY)
+    got: dict[int, list[tuple[str, Any]]] = {}
+
+    def finish_after_goaway(h2: H2Connection, sock: socket.socket) -> None:
+        while True:  # until the server's GOAWAY
+            events = h2.receive_data(sock.recv(65536))
+            if any(isinstance(e, ConnectionTerminated) for e in events):
+                break
+        # h2 neither sends nor reads after a GOAWAY; the frames go by hand, as a
+        # client's HTTP/2 stack still sends and reads them for streams under
+        # last_stream_id (h2's HPACK state is kept: its encoder and decoder).
+        rest = DataFrame(1, data=message[100:], flags=["END_STREAM"])
+        block = h2.encoder.encode(
+            [
+                (b":method", b"POST"),
+                (b":scheme", b"http"),
+                (b":path", TRACE_EXPORT_METHOD.encode()),
+                (b":authority", b"127.0.0.1"),
+                (b"content-type", b"application/grpc"),
+            ]
+        )
+        late = HeadersFrame(3, data=block, flags=["END_HEADERS"])
+        sock.sendall(rest.serialize() + late.serialize())
+        received = b""
+        while data := sock.recv(65536):  # until the server closes the connection
+            received += data
+        view = memoryview(received)
+        while view:
+            parsed, length = Frame.parse_frame_header(view[:9])
+            parsed.parse_body(view[9 : 9 + length])
+            view = view[9 + length :]
+            if isinstance(parsed, HeadersFrame):
+                headers = dict(h2.decoder.decode(parsed.data, raw=True))
+                got.setdefault(parsed.stream_id, []).append(("headers", headers))
+            elif isinstance(parsed, DataFrame):
+                got.setdefault(parsed.stream_id, []).append(("data", bytes(parsed.data)))
+            elif isinstance(parsed, RstStreamFrame):
+                got.setdefault(parsed.stream_id, []).append(("reset", parsed.error_code))
+
+    async def main() -> None:
+        async with receiver(max_connection_age=0.3, max_connection_age_grace=5) as r:
+            answer = await call(r.receiver.port, message[:100], end=False, then=finish_after_goaway)
+            assert answer.closed
+            assert got[3] == [("reset", 7)]  # REFUSED_STREAM
+            (_, head), (_, data), (_, trailers) = got[1]
+            assert head[b":status"] == b"200"
+            assert ExportTraceServiceResponse.FromString(data[5:]) == ExportTraceServiceResponse()
+            assert trailers == {b"grpc-status": b"0"}
+            assert r.accepted() == 3
+            assert r.rejected() == {}
+
+    asyncio.run(main())

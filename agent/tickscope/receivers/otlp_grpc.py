@@ -50,7 +50,7 @@ from h2.events import (
 )
 from h2.exceptions import H2Error, ProtocolError
 from h2.settings import SettingCodes, Settings
-from hyperframe.frame import DataFrame
+from hyperframe.frame import DataFrame, GoAwayFrame
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
@@ -170,7 +170,8 @@ class _Connection(asyncio.Protocol):
         self.calls: dict[int, _Call] = {}
         self.peer = ""
         self.handshaken = False
-        self.going_away = False
+        self.going_away = False  # our GOAWAY is sent: no calls past _last_stream_id
+        self._last_stream_id = 0
         self._window = asyncio.Event()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._loop = asyncio.get_running_loop()
@@ -221,9 +222,11 @@ class _Connection(asyncio.Protocol):
                 self._cancel("handshake")
                 self._idle()
             elif isinstance(event, ConnectionTerminated):
-                self.going_away = True  # the client's GOAWAY: finish its calls, then close
-                self._cancel("idle")
-                self._idle()
+                # The client's GOAWAY: h2 is closed now and can send nothing more, not
+                # even answers to calls in flight (a client sends it when it is done).
+                self._flush()
+                self._close()
+                return
         self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -242,6 +245,11 @@ class _Connection(asyncio.Protocol):
     # -- HTTP/2 events ------------------------------------------------------------
 
     def _request(self, stream_id: int, headers: Any) -> None:
+        if self.going_away and stream_id > self._last_stream_id:
+            # Opened after our GOAWAY crossed it: REFUSED_STREAM, which a client
+            # retries on a new connection (RFC 9113, 8.7); not counted.
+            self.h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            return
         self._cancel("idle")
         values = {bytes(k): bytes(v) for k, v in headers}
         call = _Call(
@@ -502,9 +510,13 @@ class _Connection(asyncio.Protocol):
             return
         self.going_away = True
         self._cancel("idle")
-        with contextlib.suppress(H2Error):
-            self.h2.close_connection(ErrorCodes.NO_ERROR)
+        # Written past h2, not with h2's close_connection(): that moves h2's connection
+        # to CLOSED, where it refuses the DATA of calls still in flight (as a protocol
+        # error) and their answers. The calls up to last_stream_id are finished here.
+        self._last_stream_id = self.h2.highest_inbound_stream_id
         self._flush()
+        goaway = GoAwayFrame(stream_id=0, last_stream_id=self._last_stream_id, error_code=0)
+        self.transport.write(goaway.serialize())
         self._idle()
 
     def _flush(self) -> None:
@@ -513,7 +525,9 @@ class _Connection(asyncio.Protocol):
             self.transport.write(data)
 
     def _close(self) -> None:
+        """Hang up, after what h2 has queued (a last call's answer, say)."""
         if self.transport is not None:
+            self._flush()
             self.transport.close()
 
 
