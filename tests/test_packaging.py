@@ -107,7 +107,7 @@ def test_each_wheel_is_the_version_its_code_reports(wheels: dict[str, Path]) -> 
 def test_the_sidecar_brings_no_ccxt_and_no_opentelemetry_sdk(wheels: dict[str, Path]) -> None:
     _, meta, entry_points = wheel_metadata(wheels["tickscope"])
     brings = closure([r for r in requires(meta) if "extra ==" not in r])
-    assert {"aiohttp", "pydantic", "pyyaml", "prometheus-client", "psutil", "grpcio",
+    assert {"aiohttp", "pydantic", "pyyaml", "prometheus-client", "psutil", "h2", "grpcio",
             "opentelemetry-proto", "googleapis-common-protos"} <= brings  # fmt: skip
     for absent in ("ccxt", "opentelemetry-sdk", "opentelemetry-api", "opentelemetry-instrumentation",
                    "opentelemetry-exporter-otlp-proto-http", "tickscope-shim"):  # fmt: skip
