@@ -222,7 +222,6 @@ class DemoStack:
         self._prometheus: LivePrometheus | None = None
         self.started_at = 0.0  # wall clock, when Prometheus began scraping
         self.injected: dict[str, float] = {}  # fault -> wall clock when it took effect
-        self.missing_alerts: list[str] = []
         # (PromQL, monotonic deadline, what): conditions earlier faults started that need
         # the engine running; stop_engine waits for them first.
         self._before_engine_stops: list[tuple[str, float, str]] = []
@@ -494,8 +493,10 @@ class DemoStack:
         )
 
     def inject_server_error(self, timeout: float = 30.0) -> None:
-        """503 on market data: ExchangeNotAvailable."""
-        self.simulator_fault(path="^/api/v3/(depth|ticker)", status=503, count=12)
+        """503 on market data: ExchangeNotAvailable. 40 of them: the demo engine makes
+        ~15 calls/s, ~2,200 in ExchangeErrorRate's 5-minute window by this point of
+        the live tests, and the alert asks for more than 1% (12 made 0.78%)."""
+        self.simulator_fault(path="^/api/v3/(depth|ticker)", status=503, count=40)
         self._until_consumed(timeout)
         self.prometheus.wait_for(
             'exchange_api_errors_total{error_type="ExchangeNotAvailable"} > 0',
@@ -607,17 +608,17 @@ class DemoStack:
 
     def wait_for_alerts(self, timeout: float = 30.0) -> None:
         """The faults injected so far fire their alerts (the rules' `for` is
-        shortened): waits for all of them, and fails if none fires. Those still
-        missing at the timeout are left in `missing_alerts`."""
+        shortened): waits for all of them, and fails naming those that did not fire."""
         expected = {a for fault in self.injected for a in ALERTS_OF.get(fault, ())}
         firing: set[str] = set()
         for _ in _deadline_loop(timeout, 0.5):
             firing = set(self.firing_alerts())
-            self.missing_alerts = sorted(expected - firing)
-            if firing and not self.missing_alerts:
+            if firing and expected <= firing:
                 return
-        if not firing:
-            raise AssertionError(f"no alert fired within {timeout:.0f}s")
+        raise AssertionError(
+            f"alerts that did not fire within {timeout:.0f}s: {sorted(expected - firing)} "
+            f"(firing: {sorted(firing)})"
+        )
 
     def firing_alerts(self) -> list[str]:
         return sorted(
