@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import gzip
+import random
 import socket
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -555,5 +557,43 @@ def test_max_connection_age_lets_the_call_in_flight_finish() -> None:
             assert trailers == {b"grpc-status": b"0"}
             assert r.accepted() == 3
             assert r.rejected() == {}
+
+    asyncio.run(main())
+
+
+def test_random_bytes_after_the_preface_never_break_the_receiver() -> None:
+    """200 seeded random tails after a valid client preface and SETTINGS: each
+    connection is closed or left alone, nothing raises inside the event loop, and a
+    good call is served afterwards."""
+    rng = random.Random(20261201)
+    preface = H2Connection(H2Configuration(client_side=True))
+    preface.initiate_connection()
+    start = preface.data_to_send()
+    tails = [rng.randbytes(rng.randrange(1, 400)) for _ in range(200)]
+    # Some tails that look like frames: a random type, flags, stream and a short body.
+    for _ in range(100):
+        body = rng.randbytes(rng.randrange(0, 40))
+        header = len(body).to_bytes(3, "big") + bytes([rng.randrange(0, 12), rng.randrange(256)])
+        tails.append(header + rng.randrange(0, 8).to_bytes(4, "big") + body)
+
+    async def main() -> None:
+        errors: list[dict[str, Any]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+        async with receiver() as r:
+            port = r.receiver.port
+            assert port is not None
+
+            def send_all() -> None:
+                for tail in tails:
+                    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                        sock.sendall(start + tail)
+                        sock.settimeout(0.2)
+                        with contextlib.suppress(OSError):
+                            sock.recv(65536)
+
+            await asyncio.to_thread(send_all)
+            assert (await grpc_export(r.target, BODY)) == ExportTraceServiceResponse()
+            assert set(r.rejected()) <= {"malformed", "unsupported_media_type", "too_large"}
+        assert errors == []
 
     asyncio.run(main())
