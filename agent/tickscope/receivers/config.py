@@ -27,10 +27,12 @@ __all__ = ["GRPC_MAX_MESSAGE_BYTES", "OTLPGRPCConfig", "OTLPHTTPConfig", "Receiv
 
 _20_MIB = ByteSize(20 * 1024 * 1024)
 
-# gRPC core reads channel options as a C int: grpc.max_receive_message_length past
-# 2^31-1 is refused when the server is built (or wraps), so the config refuses it first.
+# The receiver is h2, not grpcio, but the clients are gRPC's: grpc-core takes message
+# sizes as a C int, so no client sends a message past 2^31-1 bytes; the limit says so
+# at startup rather than accepting a value no client can reach.
 GRPC_MAX_MESSAGE_BYTES = 2**31 - 1
-# gRPC's millisecond options are C ints as well: at most 2^31-1 ms (about 24.8 days).
+# Kept with the limits grpcio's server had (millisecond C ints, about 24.8 days), so a
+# config valid before the h2 receiver stays valid and one refused stays refused.
 _GRPC_MAX_MS_SECONDS = (2**31 - 1) / 1000
 
 
