@@ -115,6 +115,20 @@ class _Refusal(Exception):
         self.retry_after = retry_after
 
 
+def _shutting_down() -> _Refusal:
+    return _Refusal(code_pb2.UNAVAILABLE, "shutting down", "shutting_down", RETRY_AFTER_SECONDS)
+
+
+def _decoded(decode: Callable[[bytes], Any], raw: bytes) -> Any:
+    """`decode(raw)`, or the INVALID_ARGUMENT refusal of a message that is no OTLP."""
+    try:
+        return decode(raw)
+    except DecodeError as exc:
+        raise _Refusal(
+            code_pb2.INVALID_ARGUMENT, f"invalid OTLP protobuf: {exc}", "malformed"
+        ) from None
+
+
 def _grpc_message(text: str) -> bytes:
     """grpc-message is percent-encoded UTF-8: bytes outside 0x20..0x7E, and '%'."""
     return b"".join(
@@ -267,12 +281,7 @@ class _Connection(asyncio.Protocol):
             self._forget(stream_id, reset=True)
             return
         if self.receiver.closing:
-            self._refuse(
-                call,
-                _Refusal(
-                    code_pb2.UNAVAILABLE, "shutting down", "shutting_down", RETRY_AFTER_SECONDS
-                ),
-            )
+            self._refuse(call, _shutting_down())
         elif call.method not in self.receiver.methods:
             name = call.method.decode("utf-8", "replace")
             self._refuse(call, _Refusal(code_pb2.UNIMPLEMENTED, f"unknown method {name}", None))
@@ -621,9 +630,7 @@ class OTLPGRPCReceiver:
     async def export(self, method: bytes, message: bytes) -> bytes:
         """The serialized response to one Export call."""
         if self.closing:
-            raise _Refusal(
-                code_pb2.UNAVAILABLE, "shutting down", "shutting_down", RETRY_AFTER_SECONDS
-            )
+            raise _shutting_down()
         return await self.methods[method](message)
 
     def _busy(self, counted: bool = False) -> _Refusal:
@@ -638,12 +645,7 @@ class OTLPGRPCReceiver:
     async def _export_traces(self, raw: bytes) -> bytes:
         if self.intake.pipeline.is_full():
             raise self._busy()  # before decoding: backpressure should be cheap
-        try:
-            request = decode_traces(raw)
-        except DecodeError as exc:
-            raise _Refusal(
-                code_pb2.INVALID_ARGUMENT, f"invalid OTLP protobuf: {exc}", "malformed"
-            ) from None
+        request = _decoded(decode_traces, raw)
         outcome = self.intake.accept(request, raw, RECEIVER)
         if outcome.refused:
             raise self._busy(counted=True)
@@ -653,12 +655,7 @@ class OTLPGRPCReceiver:
     async def _export_metrics(self, raw: bytes) -> bytes:
         intake = self.metrics_intake
         assert intake is not None
-        try:
-            request = ExportMetricsServiceRequest.FromString(raw)
-        except DecodeError as exc:
-            raise _Refusal(
-                code_pb2.INVALID_ARGUMENT, f"invalid OTLP protobuf: {exc}", "malformed"
-            ) from None
+        request: ExportMetricsServiceRequest = _decoded(ExportMetricsServiceRequest.FromString, raw)
         # In pieces, yielding between them: see MetricsIntake.accept_async.
         result: bytes = (
             (await intake.accept_async(request, RECEIVER)).response().SerializeToString()
